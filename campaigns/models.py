@@ -1,0 +1,164 @@
+"""Message templates, campaigns with their approval workflow, and campaign audiences."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from django.conf import settings
+from django.db import models
+
+from conversations.models import Contact, Message
+from whatsapp_platform.lib.models import TimestampedModel
+from whatsapp_platform.models import Channel, Organization
+
+
+class MessageTemplate(TimestampedModel):
+    """A copy of a template approved at the provider (Meta's WhatsApp Manager, Twilio Content)."""
+
+    class Category(models.TextChoices):
+        MARKETING = "marketing"
+        UTILITY = "utility"
+        AUTHENTICATION = "authentication"
+
+    class Status(models.TextChoices):
+        APPROVED = "approved"
+        PENDING = "pending"
+        REJECTED = "rejected"
+        PAUSED = "paused"
+        DISABLED = "disabled"
+
+    organization = models.ForeignKey(
+        Organization, on_delete=models.CASCADE, related_name="templates"
+    )
+    # Templates belong to a WhatsApp Business Account or Twilio account: synced per channel.
+    channel = models.ForeignKey(Channel, on_delete=models.CASCADE, related_name="templates")
+    name = models.CharField(max_length=512)
+    language = models.CharField(max_length=15, default="en_US")
+    category = models.CharField(max_length=20, choices=Category.choices)
+    body = models.TextField(help_text="The body text, with {{1}}-style placeholders.")
+    components = models.JSONField(default=list, blank=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    provider_template_id = models.CharField(max_length=100, blank=True)
+
+    class Meta:
+        constraints = (
+            models.UniqueConstraint(
+                fields=("channel", "name", "language"),
+                name="template_unique_name_language",
+            ),
+        )
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.language})"
+
+    @property
+    def is_sendable(self) -> bool:
+        return self.status == self.Status.APPROVED
+
+
+class Campaign(TimestampedModel):
+    class Status(models.TextChoices):
+        DRAFT = "draft"
+        PENDING_APPROVAL = "pending_approval", "Pending approval"
+        APPROVED = "approved"
+        REJECTED = "rejected"
+        SCHEDULED = "scheduled"
+        RUNNING = "running"
+        PAUSED = "paused"
+        COMPLETED = "completed"
+        CANCELLED = "cancelled"
+
+    # The workflow: draft → pending_approval → approved or rejected → scheduled → running ⇄ paused
+    # → completed or cancelled. A rejected campaign can be edited and submitted again.
+    TRANSITIONS: ClassVar[dict[str, frozenset[str]]] = {
+        Status.DRAFT: frozenset({Status.PENDING_APPROVAL, Status.CANCELLED}),
+        Status.PENDING_APPROVAL: frozenset({Status.APPROVED, Status.REJECTED, Status.CANCELLED}),
+        Status.REJECTED: frozenset({Status.DRAFT, Status.PENDING_APPROVAL, Status.CANCELLED}),
+        Status.APPROVED: frozenset({Status.SCHEDULED, Status.RUNNING, Status.CANCELLED}),
+        Status.SCHEDULED: frozenset({Status.RUNNING, Status.PAUSED, Status.CANCELLED}),
+        Status.RUNNING: frozenset({Status.PAUSED, Status.COMPLETED, Status.CANCELLED}),
+        Status.PAUSED: frozenset({Status.RUNNING, Status.CANCELLED}),
+        Status.COMPLETED: frozenset(),
+        Status.CANCELLED: frozenset(),
+    }
+
+    organization = models.ForeignKey(
+        Organization, on_delete=models.CASCADE, related_name="campaigns"
+    )
+    channel = models.ForeignKey(Channel, on_delete=models.PROTECT, related_name="campaigns")
+    template = models.ForeignKey(
+        MessageTemplate, on_delete=models.PROTECT, related_name="campaigns"
+    )
+    name = models.CharField(max_length=200)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.DRAFT)
+    status_reason = models.TextField(blank=True, help_text="Why it was rejected or paused.")
+    scheduled_for = models.DateTimeField(null=True, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    submitted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    submitted_at = models.DateTimeField(null=True, blank=True)
+    approved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    approved_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        permissions = (("approve_campaign", "Can approve or reject campaigns"),)
+        indexes = (
+            # The scheduler looks for scheduled campaigns whose time has come.
+            models.Index(
+                fields=("scheduled_for",),
+                condition=models.Q(status="scheduled"),
+                name="campaign_scheduled_idx",
+            ),
+        )
+
+    def __str__(self) -> str:
+        return self.name
+
+    def can_move_to(self, status: str) -> bool:
+        return status in self.TRANSITIONS[self.status]
+
+
+class CampaignAudience(TimestampedModel):
+    """One recipient of a campaign. Its delivery status is its message's: one source of truth."""
+
+    class State(models.TextChoices):
+        PENDING = "pending"
+        QUEUED = "queued"
+        SKIPPED = "skipped"
+
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="audience")
+    contact = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="campaign_entries")
+    variables = models.JSONField(default=dict, blank=True)
+    state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
+    skip_reason = models.CharField(max_length=200, blank=True)
+    message = models.OneToOneField(
+        Message,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="campaign_audience",
+    )
+
+    class Meta:
+        constraints = (
+            # Never twice to one person.
+            models.UniqueConstraint(fields=("campaign", "contact"), name="audience_unique_contact"),
+        )
+        indexes = (
+            # Fan-out takes the next pending recipients of a campaign in id order.
+            models.Index(
+                fields=("campaign", "id"),
+                condition=models.Q(state="pending"),
+                name="audience_pending_idx",
+            ),
+        )
+
+    def __str__(self) -> str:
+        return f"{self.contact} in {self.campaign}"

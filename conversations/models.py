@@ -1,0 +1,244 @@
+"""The messaging core: contacts, conversations, every message in or out, and its media."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from django.db import models
+
+from whatsapp_platform.lib.models import TimestampedModel
+from whatsapp_platform.models import Channel, Organization
+
+
+class Contact(TimestampedModel):
+    """A WhatsApp user as an organization knows them.
+
+    Since 2026 a user with a username may arrive with only a business-scoped user id (BSUID) and
+    no phone number, so a contact is keyed on either, never on the phone number alone.
+    """
+
+    organization = models.ForeignKey(
+        Organization, on_delete=models.CASCADE, related_name="contacts"
+    )
+    wa_id = models.CharField("WhatsApp id (E.164 digits)", max_length=20, null=True, blank=True)
+    user_id = models.CharField("business-scoped user id", max_length=160, null=True, blank=True)
+    username = models.CharField(max_length=100, blank=True)
+    profile_name = models.CharField(max_length=200, blank=True)
+    opted_out_at = models.DateTimeField(null=True, blank=True)
+    # Start of the 24-hour customer-service window: free-form messages are allowed until +24 h.
+    last_inbound_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = (
+            models.UniqueConstraint(
+                fields=("organization", "wa_id"),
+                condition=models.Q(wa_id__isnull=False),
+                name="contact_unique_wa_id",
+            ),
+            models.UniqueConstraint(
+                fields=("organization", "user_id"),
+                condition=models.Q(user_id__isnull=False),
+                name="contact_unique_user_id",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(wa_id__isnull=False) | models.Q(user_id__isnull=False),
+                name="contact_has_an_identity",
+            ),
+        )
+
+    def __str__(self) -> str:
+        return self.profile_name or self.username or f"Contact {self.pk}"
+
+    @property
+    def is_opted_out(self) -> bool:
+        return self.opted_out_at is not None
+
+
+class Conversation(TimestampedModel):
+    """The thread between one channel and one contact, and the state of its AI replies."""
+
+    class Status(models.TextChoices):
+        OPEN = "open"
+        REPLY_PENDING = "reply_pending", "Reply pending"
+        PROCESSING_REPLY = "processing_reply", "Processing reply"
+        REPLY_SENT = "reply_sent", "Reply sent"
+        RETRY = "retry"
+        HANDOVER = "handover", "Handed over to a human"
+        CLOSED = "closed"
+
+    organization = models.ForeignKey(
+        Organization, on_delete=models.CASCADE, related_name="conversations"
+    )
+    channel = models.ForeignKey(Channel, on_delete=models.CASCADE, related_name="conversations")
+    contact = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="conversations")
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.OPEN)
+    last_message_at = models.DateTimeField(null=True, blank=True)
+    # AI replies: when the debounced reply is due, who holds the reply lease and until when,
+    # the provider-side conversation state, and whether a human has taken over.
+    reply_due_at = models.DateTimeField(null=True, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    ai_conversation_id = models.CharField(max_length=100, blank=True)
+    needs_human = models.BooleanField(default=False)
+    handed_over_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = (
+            models.UniqueConstraint(
+                fields=("channel", "contact"), name="conversation_unique_thread"
+            ),
+        )
+
+    def __str__(self) -> str:
+        return f"{self.contact} on {self.channel}"
+
+
+class Message(TimestampedModel):
+    class Direction(models.TextChoices):
+        INBOUND = "in", "Inbound"
+        OUTBOUND = "out", "Outbound"
+
+    class Type(models.TextChoices):
+        TEXT = "text"
+        TEMPLATE = "template"
+        IMAGE = "image"
+        AUDIO = "audio"
+        VIDEO = "video"
+        DOCUMENT = "document"
+        STICKER = "sticker"
+        LOCATION = "location"
+        CONTACTS = "contacts"
+        INTERACTIVE = "interactive"
+        BUTTON = "button"
+        REACTION = "reaction"
+        ORDER = "order"
+        SYSTEM = "system"
+        UNSUPPORTED = "unsupported"
+
+    class Status(models.TextChoices):
+        RECEIVED = "received"  # inbound
+        PENDING = "pending"  # outbound, written before it is handed to the provider
+        QUEUED = "queued"
+        SENDING = "sending"
+        SENT = "sent"
+        DELIVERED = "delivered"
+        READ = "read"
+        FAILED = "failed"
+
+    # A status only moves forward. `failed` ends a send and a late `sent` does not undo it, but a
+    # later delivered or read does: providers report that for users on several devices.
+    STATUS_RANK: ClassVar[dict[str, int]] = {
+        Status.RECEIVED: 0,
+        Status.PENDING: 0,
+        Status.QUEUED: 1,
+        Status.SENDING: 2,
+        Status.SENT: 3,
+        Status.FAILED: 4,
+        Status.DELIVERED: 5,
+        Status.READ: 6,
+    }
+    STATUS_TIMESTAMP: ClassVar[dict[str, str]] = {
+        Status.QUEUED: "queued_at",
+        Status.SENT: "sent_at",
+        Status.DELIVERED: "delivered_at",
+        Status.READ: "read_at",
+        Status.FAILED: "failed_at",
+    }
+
+    organization = models.ForeignKey(
+        Organization, on_delete=models.CASCADE, related_name="messages"
+    )
+    channel = models.ForeignKey(Channel, on_delete=models.CASCADE, related_name="messages")
+    contact = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="messages")
+    conversation = models.ForeignKey(
+        Conversation, on_delete=models.SET_NULL, null=True, blank=True, related_name="messages"
+    )
+    direction = models.CharField(max_length=3, choices=Direction.choices)
+    # Copied from the channel so the provider's id can be unique per provider.
+    provider = models.CharField(max_length=16, choices=Channel.Provider.choices)
+    provider_message_id = models.CharField(max_length=200, null=True, blank=True)
+    type = models.CharField(max_length=20, choices=Type.choices, default=Type.TEXT)
+    text = models.TextField(blank=True)
+    content = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=12, choices=Status.choices)
+    queued_at = models.DateTimeField(null=True, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    read_at = models.DateTimeField(null=True, blank=True)
+    failed_at = models.DateTimeField(null=True, blank=True)
+    error_code = models.CharField(max_length=20, blank=True)
+    error_message = models.TextField(blank=True)
+    reply_to = models.ForeignKey(
+        "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="replies"
+    )
+    # The caller's key for a send, so a repeated API call does not send twice.
+    idempotency_key = models.CharField(max_length=200, null=True, blank=True)
+    # A campaign's messages are reached through campaigns.CampaignAudience.message.
+
+    class Meta:
+        constraints = (
+            models.UniqueConstraint(
+                fields=("provider", "provider_message_id"),
+                condition=models.Q(provider_message_id__isnull=False),
+                name="message_unique_provider_message_id",
+            ),
+            models.UniqueConstraint(
+                fields=("organization", "idempotency_key"),
+                condition=models.Q(idempotency_key__isnull=False),
+                name="message_unique_idempotency_key",
+            ),
+        )
+        indexes = (
+            # Archival reads old messages in keyset order: created_at < cutoff, by (created_at, id).
+            models.Index(fields=("created_at", "id"), name="message_age_idx"),
+            # A conversation's history, newest first (AI context, the admin).
+            models.Index(fields=("conversation", "-created_at"), name="message_conversation_idx"),
+            # An organization's message list in the API, newest first.
+            models.Index(fields=("organization", "-created_at"), name="message_organization_idx"),
+        )
+
+    def __str__(self) -> str:
+        return f"{self.get_direction_display()} {self.type} {self.pk}"
+
+    @classmethod
+    def statuses_before(cls, status: str) -> list[str]:
+        """The statuses a message may move from to reach `status`."""
+        rank = cls.STATUS_RANK[status]
+        return [s for s, r in cls.STATUS_RANK.items() if r < rank]
+
+    def can_move_to(self, status: str) -> bool:
+        return self.status in self.statuses_before(status)
+
+
+class MediaAsset(TimestampedModel):
+    class State(models.TextChoices):
+        PENDING = "pending"
+        STORED = "stored"
+        ARCHIVED = "archived"
+        FAILED = "failed"
+
+    organization = models.ForeignKey(
+        Organization, on_delete=models.CASCADE, related_name="media_assets"
+    )
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="media")
+    provider_media_id = models.CharField(max_length=200, blank=True)
+    url = models.URLField(max_length=2000, blank=True)
+    mime_type = models.CharField(max_length=100, blank=True)
+    filename = models.CharField(max_length=255, blank=True)
+    sha256 = models.CharField(max_length=64, blank=True)
+    size = models.PositiveBigIntegerField(null=True, blank=True)
+    storage_key = models.CharField(max_length=500, blank=True)
+    state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        indexes = (
+            # Media archival: assets past the threshold that are not archived yet.
+            models.Index(
+                fields=("created_at", "id"),
+                condition=~models.Q(state="archived"),
+                name="media_unarchived_age_idx",
+            ),
+        )
+
+    def __str__(self) -> str:
+        return self.filename or self.provider_media_id or f"Media {self.pk}"

@@ -1,0 +1,162 @@
+"""Shared fixtures: a local SQS/S3 endpoint, a real Celery worker, tenants and channels."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from urllib.parse import quote, urlsplit
+
+import pytest
+from django.conf import settings
+
+from tests.factories import ChannelFactory, OrganizationFactory, TwilioChannelFactory
+from whatsapp_platform.lib.sqs import QueueSetup, ensure_queues
+from whatsapp_platform.models import Channel, Organization
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def wait_for(condition: Callable[[], object], timeout: float = 30, interval: float = 0.1) -> object:
+    """Poll until `condition()` is truthy and return it; fail the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"Timed out after {timeout}s waiting for {condition}")
+        time.sleep(interval)
+
+
+def _port_open(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex((host, port)) == 0
+
+
+@pytest.fixture(scope="session")
+def aws_endpoint() -> Iterator[str]:
+    """moto in server mode on SQS_ENDPOINT_URL: SQS and S3 over real HTTP, as workers use them."""
+    endpoint = settings.SQS_ENDPOINT_URL
+    assert endpoint, "The tests need SQS_ENDPOINT_URL (pyproject.toml sets a default)."
+    parts = urlsplit(endpoint)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    process = None
+    if _port_open(host, port):
+        # A server left from an interrupted run: start from a clean state.
+        urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"))
+    else:
+        process = subprocess.Popen(
+            [str(BIN / "moto_server"), "-H", host, "-p", str(port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for(lambda: _port_open(host, port), timeout=30)
+    yield endpoint
+    if process is not None:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def sqs_queues(aws_endpoint: str) -> dict[str, QueueSetup]:
+    """Every work queue with its dead-letter queue, as `setup_queues` creates them."""
+    return {queue.name.removeprefix(settings.SQS_QUEUE_PREFIX): queue for queue in ensure_queues()}
+
+
+def _database_url() -> str:
+    db = settings.DATABASES["default"]
+    if db["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{db['NAME']}"
+    user = quote(db.get("USER") or "")
+    password = quote(db.get("PASSWORD") or "")
+    auth = f"{user}:{password}@" if password else (f"{user}@" if user else "")
+    return f"postgres://{auth}{db.get('HOST') or '127.0.0.1'}:{db.get('PORT') or 5432}/{db['NAME']}"
+
+
+class Worker:
+    """A real `celery worker` process consuming the SQS queues, on the test database."""
+
+    def __init__(self, log_path: Path) -> None:
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        env = {
+            **os.environ,
+            "DATABASE_URL": _database_url(),
+            "CONN_MAX_AGE": "0",
+        }
+        self.log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [
+                str(BIN / "celery"),
+                "-A",
+                "whatsapp_platform",
+                "worker",
+                "--queues",
+                ",".join(settings.WORK_QUEUES),
+                "--include",
+                "tests.celery_tasks",
+                "--pool",
+                "prefork",
+                "--concurrency",
+                "2",
+                "--loglevel",
+                "info",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        wait_for(lambda: b" ready." in self.log_path.read_bytes(), timeout=60)
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.log.close()
+        self.process = None
+
+
+@pytest.fixture(scope="session")
+def celery_worker(
+    django_db_setup: None,
+    sqs_queues: dict[str, QueueSetup],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Worker]:
+    """Started once per session, and stopped before the test database is dropped."""
+    worker = Worker(tmp_path_factory.mktemp("worker") / "worker.log")
+    worker.start()
+    yield worker
+    worker.stop()
+
+
+@pytest.fixture
+def organization() -> Organization:
+    return OrganizationFactory(name="Acme")
+
+
+@pytest.fixture
+def meta_channel(organization: Organization) -> Channel:
+    return ChannelFactory(organization=organization)
+
+
+@pytest.fixture
+def twilio_channel(organization: Organization) -> Channel:
+    return TwilioChannelFactory(organization=organization)

@@ -1,0 +1,155 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from whatsapp_platform.models import ApiKey, Channel, Organization
+
+
+class ChannelInline(admin.TabularInline):  # type: ignore[type-arg]
+    model = Channel
+    fields = ("name", "provider", "phone_number_id", "sender", "is_active")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    show_change_link = True
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(Organization)
+class OrganizationAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    list_display = ("name", "slug", "is_active", "created_at")
+    list_filter = ("is_active",)
+    search_fields = ("name", "slug")
+    prepopulated_fields = {"slug": ("name",)}
+    inlines = (ChannelInline,)
+
+
+class ChannelForm(forms.ModelForm):  # type: ignore[type-arg]
+    """Secrets are write-only: never shown, and left as they are when the field is blank."""
+
+    class Meta:
+        model = Channel
+        fields = (
+            "organization",
+            "name",
+            "provider",
+            "is_active",
+            "messages_per_second",
+            "waba_id",
+            "phone_number_id",
+            "display_phone_number",
+            *Channel.SECRET_FIELDS,
+            "account_sid",
+            "sender",
+        )
+        widgets = {
+            name: forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"})
+            for name in Channel.SECRET_FIELDS
+        }
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for name in Channel.SECRET_FIELDS:
+            if name not in self.fields:
+                continue
+            is_set = bool(self.instance.pk and getattr(self.instance, name))
+            self.fields[name].help_text = (
+                "Set. Leave blank to keep it, or type a new one to replace it."
+                if is_set
+                else "Not set."
+            )
+
+    def clean(self) -> dict[str, Any]:
+        cleaned: dict[str, Any] = super().clean() or {}
+        if self.instance.pk:
+            stored = Channel.objects.get(pk=self.instance.pk)
+            for name in Channel.SECRET_FIELDS:
+                if not cleaned.get(name):
+                    cleaned[name] = getattr(stored, name)
+                    setattr(self.instance, name, cleaned[name])
+        return cleaned
+
+
+@admin.register(Channel)
+class ChannelAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    form = ChannelForm
+    list_display = (
+        "__str__",
+        "organization",
+        "provider",
+        "address",
+        "messages_per_second",
+        "is_active",
+        "has_credential_error",
+    )
+    list_filter = ("provider", "is_active", "organization")
+    search_fields = ("name", "phone_number_id", "display_phone_number", "sender", "waba_id")
+    list_select_related = ("organization",)
+    readonly_fields = ("credential_error", "credential_error_at", "created_at", "updated_at")
+    actions = ("clear_credential_error",)
+    fieldsets = (
+        (
+            None,
+            {"fields": ("organization", "name", "provider", "is_active", "messages_per_second")},
+        ),
+        (
+            "Meta Cloud API",
+            {
+                "fields": (
+                    "waba_id",
+                    "phone_number_id",
+                    "display_phone_number",
+                    "access_token",
+                    "app_secret",
+                    "webhook_verify_token",
+                )
+            },
+        ),
+        ("Twilio", {"fields": ("account_sid", "auth_token", "sender")}),
+        (
+            "Status",
+            {"fields": ("credential_error", "credential_error_at", "created_at", "updated_at")},
+        ),
+    )
+
+    @admin.display(boolean=True, description="Credential error")
+    def has_credential_error(self, channel: Channel) -> bool:
+        return bool(channel.credential_error)
+
+    @admin.action(description="Clear the credential error (credentials were fixed)")
+    def clear_credential_error(self, request: HttpRequest, queryset: QuerySet[Channel]) -> None:
+        count = queryset.update(credential_error="", credential_error_at=None)
+        self.message_user(request, f"Cleared {count} channel(s).")
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    list_display = (
+        "name",
+        "organization",
+        "key_prefix",
+        "created_at",
+        "last_used_at",
+        "revoked_at",
+    )
+    list_filter = ("organization",)
+    search_fields = ("name", "key_prefix")
+    fields = ("organization", "name", "key_prefix", "created_at", "last_used_at", "revoked_at")
+    readonly_fields = ("key_prefix", "created_at", "last_used_at")
+
+    def save_model(self, request: HttpRequest, obj: ApiKey, form: Any, change: bool) -> None:
+        if not change:
+            raw_key = obj.set_new_key()
+            messages.warning(
+                request,
+                f"The new API key is {raw_key} . Copy it now: it is stored hashed and will not "
+                "be shown again.",
+            )
+        super().save_model(request, obj, form, change)

@@ -1,0 +1,14 @@
+from django.contrib import admin
+from django.urls import path
+from drf_spectacular.views import SpectacularAPIView
+
+from whatsapp_platform import views
+
+admin.site.site_header = "WhatsApp platform"
+admin.site.site_title = "WhatsApp platform"
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("health/", views.health, name="health"),
+    path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
+]
