@@ -236,7 +236,14 @@ CELERY_WORKER_SEND_TASK_EVENTS = False
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TIMEZONE = "UTC"
-CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {}
+CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
+    # Beat and the analytics workers are alive: every minute.
+    "heartbeat": {
+        "task": "whatsapp_platform.tasks.record_heartbeat",
+        "schedule": 60.0,
+        "args": ("beat",),
+    },
+}
 
 # --- Archive storage --------------------------------------------------------------------------
 ARCHIVE_S3_BUCKET = env.str("ARCHIVE_S3_BUCKET", default="")

@@ -3,6 +3,7 @@ from django.urls import path
 from drf_spectacular.views import SpectacularAPIView
 
 from whatsapp_platform import views
+from whatsapp_platform.api import OrganizationDetailApi
 
 admin.site.site_header = "WhatsApp platform"
 admin.site.site_title = "WhatsApp platform"
@@ -11,4 +12,5 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("health/", views.health, name="health"),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("api/v1/organization", OrganizationDetailApi.as_view(), name="api-organization"),
 ]
