@@ -89,3 +89,31 @@ def campaign_cancel(*, campaign_id: int, reason: str = "") -> Campaign:
         reason=reason,
         finished_at=timezone.now(),
     )
+
+
+def template_status_apply(
+    *, waba_id: str, name: str, language: str, status: str, reason: str
+) -> int:
+    """Keep the copy of a provider template current; pause the campaigns it can no longer send.
+
+    Returns the number of templates updated.
+    """
+    from campaigns.models import MessageTemplate
+
+    if status not in MessageTemplate.Status.values:
+        raise ValueError(f"Unknown template status {status!r}.")
+    templates = MessageTemplate.objects.filter(channel__waba_id=waba_id, name=name)
+    if language:
+        templates = templates.filter(language=language)
+    template_ids = list(templates.values_list("id", flat=True))
+    MessageTemplate.objects.filter(id__in=template_ids).update(
+        status=status, updated_at=timezone.now()
+    )
+    if status != MessageTemplate.Status.APPROVED:
+        why = f"Template {name} ({language}) is {status}" + (f": {reason}" if reason else ".")
+        for campaign_id in Campaign.objects.filter(
+            template_id__in=template_ids,
+            status__in=(Campaign.Status.RUNNING, Campaign.Status.SCHEDULED),
+        ).values_list("id", flat=True):
+            campaign_pause(campaign_id=campaign_id, reason=why)
+    return len(template_ids)

@@ -170,6 +170,8 @@ class Message(TimestampedModel):
     reply_to = models.ForeignKey(
         "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="replies"
     )
+    # Meta's conversation and pricing objects from status updates, when present.
+    billing = models.JSONField(default=dict, blank=True)
     # The caller's key for a send, so a repeated API call does not send twice.
     idempotency_key = models.CharField(max_length=200, null=True, blank=True)
     # A campaign's messages are reached through campaigns.CampaignAudience.message.
@@ -207,6 +209,34 @@ class Message(TimestampedModel):
 
     def can_move_to(self, status: str) -> bool:
         return self.status in self.statuses_before(status)
+
+
+class PendingStatus(models.Model):
+    """A status update for a provider message id not recorded yet.
+
+    A status can arrive before our own send call has returned the id; it waits here and is
+    applied as soon as the message records that id.
+    """
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    provider = models.CharField(max_length=16, choices=Channel.Provider.choices)
+    provider_message_id = models.CharField(max_length=200)
+    status = models.CharField(max_length=12, choices=Message.Status.choices)
+    occurred_at = models.DateTimeField(null=True, blank=True)
+    error_code = models.CharField(max_length=20, blank=True)
+    error_title = models.TextField(blank=True)
+    error_details = models.TextField(blank=True)
+    extra = models.JSONField(default=dict, blank=True)
+    received_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes = (
+            # Looked up when a message records its provider id.
+            models.Index(fields=("provider", "provider_message_id"), name="pending_status_idx"),
+        )
+
+    def __str__(self) -> str:
+        return f"{self.status} for {self.provider_message_id}"
 
 
 class MediaAsset(TimestampedModel):

@@ -12,12 +12,15 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote, urlsplit
 
+import boto3
 import pytest
 from django.conf import settings
 
 from tests.factories import ChannelFactory, OrganizationFactory, TwilioChannelFactory
+from tests.fakes import ProviderState, TcpProxy, provider_server
 from whatsapp_platform.lib.sqs import QueueSetup, ensure_queues
 from whatsapp_platform.models import Channel, Organization
 
@@ -45,22 +48,23 @@ def _port_open(host: str, port: int) -> bool:
 
 @pytest.fixture(scope="session")
 def aws_endpoint() -> Iterator[str]:
-    """moto in server mode on SQS_ENDPOINT_URL: SQS and S3 over real HTTP, as workers use them."""
-    endpoint = settings.SQS_ENDPOINT_URL
-    assert endpoint, "The tests need SQS_ENDPOINT_URL (pyproject.toml sets a default)."
-    parts = urlsplit(endpoint)
-    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    """moto in server mode: SQS and S3 over real HTTP, as workers use them."""
+    port = int(os.environ["TEST_AWS_PORT"])
+    endpoint = f"http://127.0.0.1:{port}"
     process = None
-    if _port_open(host, port):
+    if _port_open("127.0.0.1", port):
         # A server left from an interrupted run: start from a clean state.
         urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"))
     else:
         process = subprocess.Popen(
-            [str(BIN / "moto_server"), "-H", host, "-p", str(port)],
+            [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        wait_for(lambda: _port_open(host, port), timeout=30)
+        wait_for(lambda: _port_open("127.0.0.1", port), timeout=30)
+    boto3.client("s3", endpoint_url=endpoint, region_name=settings.AWS_REGION).create_bucket(
+        Bucket=settings.ARCHIVE_S3_BUCKET
+    )
     yield endpoint
     if process is not None:
         process.terminate()
@@ -68,7 +72,34 @@ def aws_endpoint() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def sqs_queues(aws_endpoint: str) -> dict[str, QueueSetup]:
+def broker_proxy(aws_endpoint: str) -> Iterator[TcpProxy]:
+    """The test process's way to SQS (SQS_ENDPOINT_URL); `broker_proxy.down()` cuts it."""
+    port = urlsplit(settings.SQS_ENDPOINT_URL).port
+    assert port, "SQS_ENDPOINT_URL needs a port"
+    proxy = TcpProxy(port, int(os.environ["TEST_AWS_PORT"]))
+    proxy.start()
+    yield proxy
+    proxy.stop()
+
+
+@pytest.fixture(scope="session")
+def providers() -> Iterator[tuple[str, ProviderState]]:
+    """The fake Graph API and Twilio API, shared by the test process and the worker."""
+    with provider_server() as (url, state):
+        yield url, state
+
+
+@pytest.fixture
+def provider_api(providers: tuple[str, ProviderState], settings: Any) -> ProviderState:
+    url, state = providers
+    settings.META_GRAPH_API_BASE_URL = url
+    settings.TWILIO_API_BASE_URL = url
+    state.requests.clear()
+    return state
+
+
+@pytest.fixture(scope="session")
+def sqs_queues(broker_proxy: TcpProxy) -> dict[str, QueueSetup]:
     """Every work queue with its dead-letter queue, as `setup_queues` creates them."""
     return {queue.name.removeprefix(settings.SQS_QUEUE_PREFIX): queue for queue in ensure_queues()}
 
@@ -86,8 +117,9 @@ def _database_url() -> str:
 class Worker:
     """A real `celery worker` process consuming the SQS queues, on the test database."""
 
-    def __init__(self, log_path: Path) -> None:
+    def __init__(self, log_path: Path, provider_url: str) -> None:
         self.log_path = log_path
+        self.provider_url = provider_url
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -95,6 +127,10 @@ class Worker:
             **os.environ,
             "DATABASE_URL": _database_url(),
             "CONN_MAX_AGE": "0",
+            # Straight to SQS, not through the test process's proxy.
+            "SQS_ENDPOINT_URL": f"http://127.0.0.1:{os.environ['TEST_AWS_PORT']}",
+            "META_GRAPH_API_BASE_URL": self.provider_url,
+            "TWILIO_API_BASE_URL": self.provider_url,
         }
         self.log = self.log_path.open("ab")
         self.process = subprocess.Popen(
@@ -138,10 +174,11 @@ class Worker:
 def celery_worker(
     django_db_setup: None,
     sqs_queues: dict[str, QueueSetup],
+    providers: tuple[str, ProviderState],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Worker]:
     """Started once per session, and stopped before the test database is dropped."""
-    worker = Worker(tmp_path_factory.mktemp("worker") / "worker.log")
+    worker = Worker(tmp_path_factory.mktemp("worker") / "worker.log", providers[0])
     worker.start()
     yield worker
     worker.stop()

@@ -38,10 +38,13 @@ class WebhookEvent(models.Model):
     kind = models.CharField(max_length=20, choices=Kind.choices, default=Kind.OTHER)
     # A redelivery of the same webhook has the same key and is stored once.
     dedupe_key = models.CharField(max_length=128, unique=True)
+    # Kept so that processing checks each item against its own channel's secret (Meta).
+    signature = models.CharField(max_length=200, blank=True)
     state = models.CharField(max_length=12, choices=State.choices, default=State.RECEIVED)
     attempts = models.PositiveIntegerField(default=0)
     last_error = models.TextField(blank=True)
     received_at = models.DateTimeField(auto_now_add=True)
+    queued_at = models.DateTimeField(null=True, blank=True)
     processed_at = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -52,6 +55,11 @@ class WebhookEvent(models.Model):
                 fields=("received_at",),
                 condition=models.Q(state="received"),
                 name="webhook_event_stale_idx",
+            ),
+            models.Index(
+                fields=("queued_at",),
+                condition=models.Q(state="queued"),
+                name="webhook_event_queued_idx",
             ),
             # Archival reads old events in keyset order.
             models.Index(fields=("received_at", "id"), name="webhook_event_age_idx"),

@@ -80,3 +80,20 @@ class PlatformTask(Task):  # type: ignore[type-arg]
 app = Celery("whatsapp_platform", task_cls=PlatformTask)
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+def enqueue_on_commit(task: Task, *args: Any) -> None:  # type: ignore[type-arg]
+    """Send `task(*args)` once the current transaction commits, never failing the caller.
+
+    When the broker cannot take it, the failure is logged and the caller's sweeper, which looks
+    for work left behind in the database, sends it later.
+    """
+    from django.db import transaction
+
+    def send() -> None:
+        try:
+            task.apply_async(args=args)
+        except Exception:
+            logger.warning("Could not enqueue %s%r: the broker is unavailable", task.name, args)
+
+    transaction.on_commit(send)

@@ -58,6 +58,8 @@ class Channel(TimestampedModel):
     account_sid = models.CharField(max_length=64, blank=True)
     auth_token = EncryptedTextField(blank=True)
     sender = models.CharField(max_length=32, blank=True, validators=[whatsapp_address])
+    # Set when the sender sits in a Messaging Service pool: webhooks then name the service.
+    messaging_service_sid = models.CharField(max_length=64, blank=True)
     messages_per_second = models.PositiveIntegerField(default=80, validators=[MinValueValidator(1)])
     # Set when the provider rejected the credentials; shown in the admin until they are fixed.
     credential_error = models.TextField(blank=True)

@@ -189,12 +189,15 @@ elif CELERY_BROKER_URL.startswith("sqs"):
     if SQS_ENDPOINT_URL:
         # An SQS-compatible endpoint (a local server, a VPC endpoint): boto3, and so kombu's SQS
         # channel, read it from the environment.
-        os.environ.setdefault("AWS_ENDPOINT_URL_SQS", SQS_ENDPOINT_URL)
+        os.environ["AWS_ENDPOINT_URL_SQS"] = SQS_ENDPOINT_URL
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "region": AWS_REGION,
         "queue_name_prefix": SQS_QUEUE_PREFIX,
         "visibility_timeout": SQS_VISIBILITY_TIMEOUT,
         "wait_time_seconds": env.int("SQS_WAIT_TIME_SECONDS", default=10),
+        # Fail fast while SQS is unreachable: a webhook is stored and answered all the same,
+        # and the sweeper enqueues it later.
+        "client-config": {"connect_timeout": 3, "read_timeout": 30, "retries": {"max_attempts": 2}},
         "polling_interval": env.float("SQS_POLLING_INTERVAL", default=1.0),
     }
 else:
@@ -230,6 +233,12 @@ CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=360)
 TASK_MAX_COUNTDOWN = min(900, SQS_VISIBILITY_TIMEOUT // 2)
 CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT = 20
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TASK_PUBLISH_RETRY_POLICY = {
+    "max_retries": 2,
+    "interval_start": 0,
+    "interval_step": 0.2,
+    "interval_max": 0.5,
+}
 # SQS and the filesystem broker have no broadcast: remote control and events stay off.
 CELERY_WORKER_ENABLE_REMOTE_CONTROL = False
 CELERY_WORKER_SEND_TASK_EVENTS = False
@@ -243,7 +252,27 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         "schedule": 60.0,
         "args": ("beat",),
     },
+    # Webhook events whose processing task never reached the broker: every minute.
+    "requeue-stale-webhook-events": {
+        "task": "webhooks.tasks.requeue_stale_events",
+        "schedule": 60.0,
+    },
 }
+
+# --- Providers and webhooks ------------------------------------------------------------------
+META_GRAPH_API_BASE_URL = env.str("META_GRAPH_API_BASE_URL", default="https://graph.facebook.com")
+META_GRAPH_API_VERSION = env.str("META_GRAPH_API_VERSION", default="v26.0")
+TWILIO_API_BASE_URL = env.str("TWILIO_API_BASE_URL", default="https://api.twilio.com")
+# Meta sends up to 1,000 updates and 3 MB in one POST.
+WEBHOOK_MAX_BODY_BYTES = 4 * 1024 * 1024
+DATA_UPLOAD_MAX_MEMORY_SIZE = WEBHOOK_MAX_BODY_BYTES
+# An event still `queued` this long after it was enqueued is enqueued again (a lost publish).
+WEBHOOK_REQUEUE_AFTER_SECONDS = env.int("WEBHOOK_REQUEUE_AFTER_SECONDS", default=900)
+# Whole-message keywords (any case) that opt a contact out of, or back into, messages.
+OPT_OUT_KEYWORDS = [
+    w.upper() for w in env.list("OPT_OUT_KEYWORDS", default=["STOP", "UNSUBSCRIBE"])
+]
+OPT_IN_KEYWORDS = [w.upper() for w in env.list("OPT_IN_KEYWORDS", default=["START"])]
 
 # --- Archive storage --------------------------------------------------------------------------
 ARCHIVE_S3_BUCKET = env.str("ARCHIVE_S3_BUCKET", default="")

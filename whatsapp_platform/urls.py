@@ -1,5 +1,5 @@
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView
 
 from whatsapp_platform import views
@@ -11,6 +11,7 @@ admin.site.site_title = "WhatsApp platform"
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("health/", views.health, name="health"),
+    path("webhooks/", include("webhooks.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/v1/organization", OrganizationDetailApi.as_view(), name="api-organization"),
 ]

@@ -1,0 +1,349 @@
+"""The messaging core's use cases: receiving messages, applying statuses, storing media."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.db.models.functions import Coalesce, Greatest
+from django.utils import timezone
+
+from conversations.models import Contact, Conversation, MediaAsset, Message, PendingStatus
+from conversations.types import InboundMessage, StatusUpdate
+from whatsapp_platform.celery import enqueue_on_commit
+from whatsapp_platform.lib.providers import meta
+from whatsapp_platform.lib.providers.errors import ProviderPermanentError
+from whatsapp_platform.lib.providers.http import open_download
+from whatsapp_platform.lib.providers.twilio import is_account_media_url
+from whatsapp_platform.lib.storage import archive_storage
+from whatsapp_platform.models import Channel, Organization
+
+logger = logging.getLogger(__name__)
+
+
+# --- Contacts -------------------------------------------------------------------------------
+
+
+def contact_upsert(
+    *,
+    organization: Organization,
+    wa_id: str | None,
+    user_id: str | None,
+    profile_name: str = "",
+    username: str = "",
+    inbound_at: datetime | None = None,
+) -> Contact:
+    """The organization's contact for this phone number or business-scoped id, kept current."""
+    if not wa_id and not user_id:
+        raise ValueError("A contact needs a WhatsApp id or a business-scoped user id.")
+    identity = Q()
+    if wa_id:
+        identity |= Q(wa_id=wa_id)
+    if user_id:
+        identity |= Q(user_id=user_id)
+    contacts = sorted(
+        Contact.objects.filter(identity, organization=organization),
+        key=lambda c: c.wa_id != wa_id,  # the one with this phone number first
+    )
+    if not contacts:
+        try:
+            with transaction.atomic():
+                return Contact.objects.create(
+                    organization=organization,
+                    wa_id=wa_id,
+                    user_id=user_id,
+                    profile_name=profile_name,
+                    username=username,
+                    last_inbound_at=inbound_at,
+                )
+        except IntegrityError:  # created by a concurrent worker
+            return contact_upsert(
+                organization=organization,
+                wa_id=wa_id,
+                user_id=user_id,
+                profile_name=profile_name,
+                username=username,
+                inbound_at=inbound_at,
+            )
+    contact = contacts[0]
+    changes: dict[str, Any] = {}
+    if profile_name and contact.profile_name != profile_name:
+        changes["profile_name"] = profile_name
+    if username and contact.username != username:
+        changes["username"] = username
+    if wa_id and not contact.wa_id and len(contacts) == 1:
+        changes["wa_id"] = wa_id
+    if user_id and not contact.user_id and len(contacts) == 1:
+        changes["user_id"] = user_id
+    if changes:
+        changes["updated_at"] = timezone.now()
+        Contact.objects.filter(id=contact.id).update(**changes)
+    if inbound_at:
+        # Statuses and messages arrive out of order: the window starts at the latest message.
+        Contact.objects.filter(id=contact.id).update(
+            last_inbound_at=Greatest(Coalesce("last_inbound_at", inbound_at), inbound_at)
+        )
+    contact.refresh_from_db()
+    return contact
+
+
+def contact_set_opt_out(*, contact_id: int, opted_out: bool) -> None:
+    if opted_out:
+        Contact.objects.filter(id=contact_id, opted_out_at=None).update(opted_out_at=timezone.now())
+    else:
+        Contact.objects.filter(id=contact_id).exclude(opted_out_at=None).update(opted_out_at=None)
+
+
+def _opt_keyword(text: str) -> bool | None:
+    """True for an opt-out keyword, False for an opt-in keyword, None for anything else."""
+    word = text.strip().upper()
+    if word in settings.OPT_OUT_KEYWORDS:
+        return True
+    if word in settings.OPT_IN_KEYWORDS:
+        return False
+    return None
+
+
+# --- Inbound messages -----------------------------------------------------------------------
+
+
+def message_receive(*, channel: Channel, inbound: InboundMessage) -> tuple[Message, bool]:
+    """Record an inbound message once, however often it is delivered. Returns (message, new)."""
+    received_at = inbound.timestamp or timezone.now()
+    existing = Message.objects.filter(
+        provider=channel.provider, provider_message_id=inbound.provider_message_id
+    ).first()
+    if existing is not None:
+        return existing, False
+    contact = contact_upsert(
+        organization=channel.organization,
+        wa_id=inbound.wa_id,
+        user_id=inbound.user_id,
+        profile_name=inbound.profile_name,
+        username=inbound.username,
+        inbound_at=received_at,
+    )
+    conversation, _ = Conversation.objects.get_or_create(
+        channel=channel, contact=contact, defaults={"organization": channel.organization}
+    )
+    reply_to = None
+    if inbound.reply_to_provider_id:
+        reply_to = Message.objects.filter(
+            organization=channel.organization,
+            provider=channel.provider,
+            provider_message_id=inbound.reply_to_provider_id,
+        ).first()
+    kind = inbound.type if inbound.type in Message.Type.values else Message.Type.UNSUPPORTED
+    try:
+        with transaction.atomic():
+            message = Message.objects.create(
+                organization=channel.organization,
+                channel=channel,
+                contact=contact,
+                conversation=conversation,
+                direction=Message.Direction.INBOUND,
+                provider=channel.provider,
+                provider_message_id=inbound.provider_message_id,
+                type=kind,
+                text=inbound.text,
+                content=inbound.content,
+                status=Message.Status.RECEIVED,
+                reply_to=reply_to,
+                error_code=inbound.error_code,
+                error_message=inbound.error_message,
+            )
+    except IntegrityError:  # the same message, recorded by a concurrent worker
+        return Message.objects.get(
+            provider=channel.provider, provider_message_id=inbound.provider_message_id
+        ), False
+    Conversation.objects.filter(id=conversation.id).update(
+        last_message_at=Greatest(Coalesce("last_message_at", received_at), received_at)
+    )
+    if inbound.media is not None:
+        asset = MediaAsset.objects.create(
+            organization=channel.organization,
+            message=message,
+            provider_media_id=inbound.media.media_id,
+            url=inbound.media.url,
+            mime_type=inbound.media.mime_type,
+            filename=inbound.media.filename,
+        )
+        from conversations.tasks import download_media
+
+        enqueue_on_commit(download_media, asset.id)
+    opt_out = _opt_keyword(inbound.text) if kind in ("text", "button", "interactive") else None
+    if opt_out is not None:
+        contact_set_opt_out(contact_id=contact.id, opted_out=opt_out)
+    return message, True
+
+
+# --- Statuses -------------------------------------------------------------------------------
+
+
+def _status_changes(update: StatusUpdate, occurred_at: datetime) -> dict[str, Any]:
+    changes: dict[str, Any] = {"status": update.status, "updated_at": timezone.now()}
+    column = Message.STATUS_TIMESTAMP.get(update.status)
+    if column:
+        changes[column] = Coalesce(column, occurred_at)
+    if update.status == Message.Status.FAILED:
+        changes["error_code"] = update.error_code
+        changes["error_message"] = ": ".join(
+            part for part in (update.error_title, update.error_details) if part
+        )
+    return changes
+
+
+def message_status_apply(*, organization: Organization, provider: str, update: StatusUpdate) -> str:
+    """Apply a status to our outbound message: only forward, each step's time recorded once.
+
+    Returns "applied", "recorded" (only its time: the message is already further) or
+    "pending" (the message id is not known yet; applied when it is).
+    """
+    if update.status not in Message.STATUS_RANK:
+        raise ValueError(f"Unknown message status {update.status!r}.")
+    message = (
+        Message.objects.filter(
+            organization=organization,
+            provider=provider,
+            provider_message_id=update.provider_message_id,
+        )
+        .only("id")
+        .first()
+    )
+    if message is None:
+        PendingStatus.objects.create(
+            organization=organization,
+            provider=provider,
+            provider_message_id=update.provider_message_id,
+            status=update.status,
+            occurred_at=update.timestamp,
+            error_code=update.error_code,
+            error_title=update.error_title,
+            error_details=update.error_details,
+            extra=update.extra,
+        )
+        return "pending"
+    return _status_apply(message.id, update)
+
+
+def _status_apply(message_id: int, update: StatusUpdate) -> str:
+    occurred_at = update.timestamp or timezone.now()
+    changes = _status_changes(update, occurred_at)
+    if update.extra.keys() & {"conversation", "pricing"}:
+        changes["billing"] = {
+            k: update.extra[k] for k in ("conversation", "pricing") if k in update.extra
+        }
+    moved = Message.objects.filter(
+        id=message_id, status__in=Message.statuses_before(update.status)
+    ).update(**changes)
+    if moved:
+        return "applied"
+    # Already further on (read before delivered): keep the status, record when this step was.
+    column = Message.STATUS_TIMESTAMP.get(update.status)
+    if column and update.status != Message.Status.FAILED:
+        Message.objects.filter(id=message_id, **{f"{column}__isnull": True}).update(
+            **{column: occurred_at}
+        )
+    return "recorded"
+
+
+def message_provider_id_record(*, message_id: int, provider_message_id: str) -> None:
+    """Record the provider's id of an outbound message, then apply the statuses that came first."""
+    with transaction.atomic():
+        message = Message.objects.select_for_update().get(id=message_id)
+        message.provider_message_id = provider_message_id
+        message.save(update_fields=["provider_message_id", "updated_at"])
+        pending = list(
+            PendingStatus.objects.select_for_update()
+            .filter(
+                organization_id=message.organization_id,
+                provider=message.provider,
+                provider_message_id=provider_message_id,
+            )
+            .order_by("id")
+        )
+        for row in pending:
+            _status_apply(
+                message.id,
+                StatusUpdate(
+                    provider_message_id=provider_message_id,
+                    status=row.status,
+                    timestamp=row.occurred_at,
+                    error_code=row.error_code,
+                    error_title=row.error_title,
+                    error_details=row.error_details,
+                    extra=row.extra,
+                ),
+            )
+        PendingStatus.objects.filter(id__in=[row.id for row in pending]).delete()
+
+
+# --- Media ----------------------------------------------------------------------------------
+
+
+def _media_key(asset: MediaAsset, extension_from: str) -> str:
+    day = asset.created_at
+    name = asset.filename or extension_from.split("/")[-1].split(";")[0].strip() or "bin"
+    safe = "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in name)[-100:]
+    if not asset.filename:
+        safe = f"media.{safe}"
+    return (
+        f"media/org={asset.organization_id}/year={day:%Y}/month={day:%m}/day={day:%d}/"
+        f"{asset.id}-{safe}"
+    )
+
+
+def media_download(*, asset_id: int) -> MediaAsset | None:
+    """Copy an inbound media file from the provider into archive storage, streaming.
+
+    Idempotent: a stored asset is left alone. Provider failures are raised classified, so the
+    task retries the retryable ones; a permanent failure marks the asset failed.
+    """
+    asset = (
+        MediaAsset.objects.select_related("message__channel")
+        .filter(id=asset_id, state=MediaAsset.State.PENDING)
+        .first()
+    )
+    if asset is None:
+        return None
+    channel = asset.message.channel
+    headers: dict[str, str] = {}
+    auth: tuple[str, str] | None = None
+    url = asset.url
+    mime_type = asset.mime_type
+    try:
+        if channel.provider == Channel.Provider.META and asset.provider_media_id:
+            info = meta.media_info(asset.provider_media_id, channel.access_token)
+            url = str(info.get("url", ""))
+            mime_type = mime_type or str(info.get("mime_type", ""))
+            headers = meta.auth_headers(channel.access_token)
+        elif channel.provider == Channel.Provider.TWILIO and is_account_media_url(
+            url, channel.account_sid
+        ):
+            auth = (channel.account_sid, channel.auth_token)
+        if not url:
+            raise ProviderPermanentError("The media has no URL to download.")
+        with open_download(url, headers=headers, auth=auth) as (stream, content_type):
+            mime_type = mime_type or content_type
+            stored = archive_storage().put_stream(
+                _media_key(asset, mime_type), stream, content_type=mime_type
+            )
+    except ProviderPermanentError as exc:
+        MediaAsset.objects.filter(id=asset.id).update(
+            state=MediaAsset.State.FAILED, error=str(exc)[:1000], updated_at=timezone.now()
+        )
+        return None
+    MediaAsset.objects.filter(id=asset.id, state=MediaAsset.State.PENDING).update(
+        state=MediaAsset.State.STORED,
+        storage_key=stored.key,
+        size=stored.size,
+        sha256=stored.sha256,
+        mime_type=mime_type,
+        updated_at=timezone.now(),
+    )
+    asset.refresh_from_db()
+    return asset

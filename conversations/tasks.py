@@ -1,0 +1,13 @@
+from __future__ import annotations
+
+from celery import shared_task
+
+from whatsapp_platform.lib.providers.errors import ProviderRetryableError
+
+
+@shared_task(autoretry_for=(ProviderRetryableError,), retry_backoff=5, max_retries=6)
+def download_media(asset_id: int) -> None:
+    """Copy inbound media into archive storage promptly: Meta's media ids expire in 7 days."""
+    from conversations.services import media_download
+
+    media_download(asset_id=asset_id)
