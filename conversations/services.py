@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -347,3 +347,31 @@ def media_download(*, asset_id: int) -> MediaAsset | None:
     )
     asset.refresh_from_db()
     return asset
+
+
+def media_requeue_pending(*, older_than_seconds: int = 120, limit: int = 500) -> int:
+    """Enqueue downloads of media still pending after a while (their task was lost)."""
+    from conversations.tasks import download_media
+
+    cutoff = timezone.now() - timedelta(seconds=older_than_seconds)
+    asset_ids = list(
+        MediaAsset.objects.filter(state=MediaAsset.State.PENDING, updated_at__lt=cutoff)
+        .order_by("id")
+        .values_list("id", flat=True)[:limit]
+    )
+    for asset_id in asset_ids:
+        try:
+            download_media.apply_async(args=(asset_id,))
+        except Exception:
+            logger.warning("Broker unavailable: media downloads wait for the next sweep")
+            return 0
+        # Touched so the next sweep leaves it to the task just sent.
+        MediaAsset.objects.filter(id=asset_id).update(updated_at=timezone.now())
+    return len(asset_ids)
+
+
+def pending_statuses_prune(*, older_than_days: int = 7) -> int:
+    """Drop statuses whose message never recorded its provider id: it never will."""
+    cutoff = timezone.now() - timedelta(days=older_than_days)
+    deleted, _ = PendingStatus.objects.filter(received_at__lt=cutoff).delete()
+    return deleted

@@ -11,3 +11,17 @@ def download_media(asset_id: int) -> None:
     from conversations.services import media_download
 
     media_download(asset_id=asset_id)
+
+
+@shared_task
+def requeue_pending_media() -> None:
+    from conversations.services import media_requeue_pending
+
+    media_requeue_pending()
+
+
+@shared_task
+def prune_pending_statuses() -> None:
+    from conversations.services import pending_statuses_prune
+
+    pending_statuses_prune()

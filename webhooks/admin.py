@@ -1,9 +1,12 @@
 from __future__ import annotations
 
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
 
 from conversations.admin import ReadOnlyAdmin
 from webhooks.models import WebhookEvent
+from webhooks.services import webhook_events_replay
 
 
 @admin.register(WebhookEvent)
@@ -14,3 +17,14 @@ class WebhookEventAdmin(ReadOnlyAdmin):
     list_select_related = ("organization",)
     date_hierarchy = "received_at"
     show_full_result_count = False
+    actions = ("replay",)
+
+    @admin.action(description="Replay (failed, unroutable or stuck events)")
+    def replay(self, request: HttpRequest, queryset: QuerySet[WebhookEvent]) -> None:
+        count = webhook_events_replay(event_ids=list(queryset.values_list("id", flat=True)))
+        skipped = queryset.count() - count
+        self.message_user(request, f"Replaying {count} event(s).", messages.SUCCESS)
+        if skipped:
+            self.message_user(
+                request, f"{skipped} event(s) were already processed or ignored.", messages.WARNING
+            )

@@ -1,12 +1,16 @@
 from __future__ import annotations
 
 from celery import shared_task
+from django.conf import settings
 
 from webhooks.services import EventItemsFailed
 
 
 @shared_task(
-    autoretry_for=(EventItemsFailed,), retry_backoff=2, retry_backoff_max=300, max_retries=5
+    autoretry_for=(EventItemsFailed,),
+    retry_backoff=settings.WEBHOOK_PROCESS_RETRY_BACKOFF,
+    retry_backoff_max=300,
+    max_retries=settings.WEBHOOK_PROCESS_MAX_RETRIES,
 )
 def process_webhook_event(event_id: int) -> None:
     from webhooks.services import webhook_event_process

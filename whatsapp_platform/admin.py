@@ -48,6 +48,7 @@ class ChannelForm(forms.ModelForm):  # type: ignore[type-arg]
             *Channel.SECRET_FIELDS,
             "account_sid",
             "sender",
+            "messaging_service_sid",
         )
         widgets = {
             name: forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"})
@@ -112,7 +113,7 @@ class ChannelAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
                 )
             },
         ),
-        ("Twilio", {"fields": ("account_sid", "auth_token", "sender")}),
+        ("Twilio", {"fields": ("account_sid", "auth_token", "sender", "messaging_service_sid")}),
         (
             "Status",
             {"fields": ("credential_error", "credential_error_at", "created_at", "updated_at")},

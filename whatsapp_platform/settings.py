@@ -252,10 +252,19 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         "schedule": 60.0,
         "args": ("beat",),
     },
-    # Webhook events whose processing task never reached the broker: every minute.
+    # Webhook events and media downloads whose task never reached the broker: every minute.
     "requeue-stale-webhook-events": {
         "task": "webhooks.tasks.requeue_stale_events",
         "schedule": 60.0,
+    },
+    "requeue-pending-media": {
+        "task": "conversations.tasks.requeue_pending_media",
+        "schedule": 60.0,
+    },
+    # Statuses for message ids that never showed up: daily.
+    "prune-pending-statuses": {
+        "task": "conversations.tasks.prune_pending_statuses",
+        "schedule": 24 * 3600.0,
     },
 }
 
@@ -266,6 +275,9 @@ TWILIO_API_BASE_URL = env.str("TWILIO_API_BASE_URL", default="https://api.twilio
 # Meta sends up to 1,000 updates and 3 MB in one POST.
 WEBHOOK_MAX_BODY_BYTES = 4 * 1024 * 1024
 DATA_UPLOAD_MAX_MEMORY_SIZE = WEBHOOK_MAX_BODY_BYTES
+# A failed webhook event is retried with exponential back-off, then dead-lettered.
+WEBHOOK_PROCESS_MAX_RETRIES = env.int("WEBHOOK_PROCESS_MAX_RETRIES", default=5)
+WEBHOOK_PROCESS_RETRY_BACKOFF = env.int("WEBHOOK_PROCESS_RETRY_BACKOFF", default=2)
 # An event still `queued` this long after it was enqueued is enqueued again (a lost publish).
 WEBHOOK_REQUEUE_AFTER_SECONDS = env.int("WEBHOOK_REQUEUE_AFTER_SECONDS", default=900)
 # Whole-message keywords (any case) that opt a contact out of, or back into, messages.

@@ -25,6 +25,7 @@ from tests.webhooks.conftest import (
 )
 from webhooks.models import WebhookEvent
 from webhooks.services import webhook_events_replay, webhook_events_requeue_stale
+from whatsapp_platform.lib.sqs import QueueSetup, decode_task_message, sqs_client
 from whatsapp_platform.lib.storage import archive_storage
 from whatsapp_platform.models import Channel
 
@@ -473,3 +474,31 @@ def test_a_twilio_status_for_an_unknown_message_is_answered_and_kept(
     message.refresh_from_db()
     assert message.status == "failed"
     assert message.error_code == "63016"
+
+
+def test_an_event_that_keeps_failing_ends_in_dead_letters_and_stays_failed(
+    client: Client, meta_acme: Channel, sqs_queues: dict[str, QueueSetup]
+) -> None:
+    body = payload("meta/text.json")
+    del body["entry"][0]["changes"][0]["value"]["messages"][0]["from"]
+
+    assert post_meta(client, body).status_code == 200
+
+    # WEBHOOK_PROCESS_MAX_RETRIES=2 in the tests: three attempts, then the dead-letter queue.
+    event = wait_for(lambda: WebhookEvent.objects.filter(state="failed", attempts=3).first(), 60)
+    assert isinstance(event, WebhookEvent)
+    client_sqs = sqs_client()
+    dead = wait_for(
+        lambda: [
+            decode_task_message(m["Body"])
+            for m in client_sqs.receive_message(
+                QueueUrl=sqs_queues["incoming"].dead_letter_url, MaxNumberOfMessages=10
+            ).get("Messages", [])
+        ],
+        30,
+    )
+    assert isinstance(dead, list)
+    assert [(m.task, m.args) for m in dead] == [
+        ("webhooks.tasks.process_webhook_event", [event.id])
+    ]
+    assert "EventItemsFailed" in dead[0].headers["dead_letter"]["error"]

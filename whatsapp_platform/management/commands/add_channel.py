@@ -23,7 +23,7 @@ FIELDS_BY_PROVIDER = {
         "app_secret",
         "webhook_verify_token",
     ),
-    Channel.Provider.TWILIO: ("account_sid", "auth_token", "sender"),
+    Channel.Provider.TWILIO: ("account_sid", "auth_token", "sender", "messaging_service_sid"),
     Channel.Provider.CONSOLE: ("sender",),
 }
 
@@ -47,6 +47,9 @@ class Command(BaseCommand):
         parser.add_argument("--account-sid", default="")
         parser.add_argument("--auth-token", default="")
         parser.add_argument("--sender", default="", help="whatsapp:+E164")
+        parser.add_argument(
+            "--messaging-service-sid", default="", help="MG..., when the sender is in a pool."
+        )
         parser.add_argument("--mps", type=int, default=None, help="Messages per second (80).")
 
     def handle(self, *args: Any, **options: Any) -> None:
