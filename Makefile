@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint install install-dev
+.PHONY: run test lint install install-dev bench-ingest
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -35,3 +35,9 @@ lint: install-dev
 
 test: lint
 	$(BIN)/pytest
+
+# Benchmarks print their figures; they are not part of `make test`. They need PostgreSQL
+# (BENCH_DATABASE_URL, default the local server) and wrk.
+bench-ingest: install-dev
+	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
+	$(BIN)/python tests/benchmarks/bench_ingest.py

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
@@ -197,46 +198,60 @@ def _status_changes(update: StatusUpdate, occurred_at: datetime) -> dict[str, An
     return changes
 
 
-def message_status_apply(*, organization: Organization, provider: str, update: StatusUpdate) -> str:
-    """Apply a status to our outbound message: only forward, each step's time recorded once.
+def message_statuses_apply(
+    *, organization: Organization, provider: str, updates: list[StatusUpdate]
+) -> dict[str, int]:
+    """Apply statuses to our outbound messages: only forward, each step's time recorded once.
 
-    Returns "applied", "recorded" (only its time: the message is already further) or
-    "pending" (the message id is not known yet; applied when it is).
+    A status for a message id not recorded yet (it can arrive before our own send call has
+    returned) is kept and applied when the message records that id. Returns how many were
+    "applied", only "recorded" (the message is already further on) or left "pending".
     """
-    if update.status not in Message.STATUS_RANK:
-        raise ValueError(f"Unknown message status {update.status!r}.")
-    message = (
+    for update in updates:
+        if update.status not in Message.STATUS_RANK:
+            raise ValueError(f"Unknown message status {update.status!r}.")
+    ids = dict(
         Message.objects.filter(
             organization=organization,
             provider=provider,
-            provider_message_id=update.provider_message_id,
-        )
-        .only("id")
-        .first()
+            provider_message_id__in={u.provider_message_id for u in updates},
+        ).values_list("provider_message_id", "id")
     )
-    if message is None:
-        PendingStatus.objects.create(
-            organization=organization,
-            provider=provider,
-            provider_message_id=update.provider_message_id,
-            status=update.status,
-            occurred_at=update.timestamp,
-            error_code=update.error_code,
-            error_title=update.error_title,
-            error_details=update.error_details,
-            extra=update.extra,
-        )
-        return "pending"
-    return _status_apply(message.id, update)
+    counts = {"applied": 0, "recorded": 0, "pending": 0}
+    pending = []
+    known = [(ids[u.provider_message_id], u) for u in updates if u.provider_message_id in ids]
+    if connection.vendor == "postgresql" and len(known) > 1:
+        for outcome in _statuses_apply_together(known):
+            counts[outcome] += 1
+        updates = [u for u in updates if u.provider_message_id not in ids]
+    for update in updates:
+        message_id = ids.get(update.provider_message_id)
+        if message_id is None:
+            pending.append(
+                PendingStatus(
+                    organization=organization,
+                    provider=provider,
+                    provider_message_id=update.provider_message_id,
+                    status=update.status,
+                    occurred_at=update.timestamp,
+                    error_code=update.error_code,
+                    error_title=update.error_title,
+                    error_details=update.error_details,
+                    extra=update.extra,
+                )
+            )
+            counts["pending"] += 1
+        else:
+            counts[_status_apply(message_id, update)] += 1
+    PendingStatus.objects.bulk_create(pending)
+    return counts
 
 
 def _status_apply(message_id: int, update: StatusUpdate) -> str:
     occurred_at = update.timestamp or timezone.now()
     changes = _status_changes(update, occurred_at)
-    if update.extra.keys() & {"conversation", "pricing"}:
-        changes["billing"] = {
-            k: update.extra[k] for k in ("conversation", "pricing") if k in update.extra
-        }
+    if billing := _billing(update):
+        changes["billing"] = billing
     moved = Message.objects.filter(
         id=message_id, status__in=Message.statuses_before(update.status)
     ).update(**changes)
@@ -249,6 +264,72 @@ def _status_apply(message_id: int, update: StatusUpdate) -> str:
             **{column: occurred_at}
         )
     return "recorded"
+
+
+def _billing(update: StatusUpdate) -> dict[str, Any] | None:
+    billing = {k: update.extra[k] for k in ("conversation", "pricing") if k in update.extra}
+    return billing or None
+
+
+def _statuses_apply_together(pairs: list[tuple[int, StatusUpdate]]) -> list[str]:
+    """`_status_apply` for many messages in two statements (PostgreSQL), for Meta's batches.
+
+    Same rules: a status moves only forward, and a step the message is already past still
+    records its time. A message named twice in the batch takes its later statuses one by one.
+    """
+    first: dict[int, StatusUpdate] = {}
+    again: list[tuple[int, StatusUpdate]] = []
+    for message_id, update in pairs:
+        if message_id in first:
+            again.append((message_id, update))
+        else:
+            first[message_id] = update
+    table = connection.ops.quote_name(Message._meta.db_table)
+    rank = " ".join(f"WHEN '{s}' THEN {r}" for s, r in Message.STATUS_RANK.items())
+    stamps = ", ".join(
+        f"{column} = CASE WHEN v.status = '{status}' THEN COALESCE(m.{column}, v.ts) "
+        f"ELSE m.{column} END"
+        for status, column in Message.STATUS_TIMESTAMP.items()
+    )
+    now = timezone.now()
+    rows: list[str] = []
+    params: list[Any] = []
+    for message_id, update in first.items():
+        rows.append("(%s, %s, %s, %s::timestamptz, %s, %s, %s::jsonb)")
+        billing = _billing(update)
+        params += [
+            message_id,
+            update.status,
+            Message.STATUS_RANK[update.status],
+            update.timestamp or now,
+            update.error_code,
+            ": ".join(part for part in (update.error_title, update.error_details) if part),
+            json.dumps(billing) if billing else None,
+        ]
+    values = (
+        f"(VALUES {', '.join(rows)}) AS v(id, status, rank, ts, error_code, error_message, billing)"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} AS m SET status = v.status, updated_at = %s, {stamps}, "  # noqa: S608
+            "error_code = CASE WHEN v.status = 'failed' THEN v.error_code ELSE m.error_code END, "
+            "error_message = CASE WHEN v.status = 'failed' THEN v.error_message "
+            "ELSE m.error_message END, billing = COALESCE(v.billing, m.billing) "
+            f"FROM {values} WHERE m.id = v.id AND (CASE m.status {rank} END) < v.rank "
+            "RETURNING m.id",
+            [now, *params],
+        )
+        moved = {row[0] for row in cursor.fetchall()}
+        # Already further on (read before delivered): keep the status, record the step's time.
+        behind = [i for i, u in first.items() if i not in moved and u.status != "failed"]
+        if behind:
+            cursor.execute(
+                f"UPDATE {table} AS m SET {stamps} FROM {values} "  # noqa: S608
+                "WHERE m.id = v.id AND m.id = ANY(%s)",
+                [*params, behind],
+            )
+    outcomes = ["applied" if i in moved else "recorded" for i in first]
+    return outcomes + [_status_apply(message_id, update) for message_id, update in again]
 
 
 def message_provider_id_record(*, message_id: int, provider_message_id: str) -> None:

@@ -6,6 +6,7 @@ import hashlib
 import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 from django.conf import settings
@@ -19,10 +20,11 @@ from conversations.services import (
     contact_set_opt_out,
     contact_upsert,
     message_receive,
-    message_status_apply,
+    message_statuses_apply,
 )
 from conversations.types import InboundMessage, StatusUpdate
 from webhooks import parsing
+from webhooks.dispatch import DISPATCH_BATCH, dispatcher
 from webhooks.models import WebhookEvent
 from webhooks.signature import meta_signature_valid
 from whatsapp_platform.models import Channel
@@ -37,25 +39,25 @@ def dedupe_key(provider: str, body: bytes) -> str:
     return hashlib.sha256(provider.encode() + b":" + body).hexdigest()
 
 
-def _enqueue(event_id: int) -> bool:
-    from webhooks.tasks import process_webhook_event
+def webhook_events_send(*, event_ids: list[int]) -> bool:
+    """Put events on the `incoming` queue, as one task.
+
+    When the broker cannot take them they are marked `received` for the sweeper, and False is
+    returned.
+    """
+    from webhooks.tasks import process_webhook_events
 
     try:
-        process_webhook_event.apply_async(args=(event_id,))
+        process_webhook_events.apply_async(args=(event_ids,))
     except Exception:
-        logger.warning("Broker unavailable: webhook event %s waits for the sweeper", event_id)
+        logger.warning(
+            "Broker unavailable: %s webhook event(s) wait for the sweeper", len(event_ids)
+        )
+        WebhookEvent.objects.filter(id__in=event_ids, state=State.QUEUED).update(
+            state=State.RECEIVED
+        )
         return False
     return True
-
-
-def _enqueue_after_commit(event_id: int) -> None:
-    def send() -> None:
-        if not _enqueue(event_id):
-            WebhookEvent.objects.filter(id=event_id, state=State.QUEUED).update(
-                state=State.RECEIVED, queued_at=None
-            )
-
-    transaction.on_commit(send)
 
 
 def webhook_event_record(
@@ -66,10 +68,11 @@ def webhook_event_record(
     channel: Channel | None = None,
     organization_id: int | None = None,
     signature: str = "",
-) -> WebhookEvent | None:
-    """Store a verified delivery and enqueue its processing after commit.
+) -> int | None:
+    """Store a verified delivery and hand it to the dispatcher once committed.
 
-    Returns None for a redelivery of a stored body: it is answered 200 and not processed again.
+    Returns the event's id, or None for a redelivery of a stored body, which is answered 200
+    and not processed again.
     """
     try:
         with transaction.atomic():
@@ -81,20 +84,19 @@ def webhook_event_record(
                 kind=kind,
                 dedupe_key=dedupe_key(provider, body),
                 signature=signature,
+                # Optimistic: the dispatcher marks it `received` again if the broker refuses
+                # it, and a process that dies before sending leaves it to the sweep of old
+                # `queued` events.
                 state=State.QUEUED,
                 queued_at=timezone.now(),
             )
-            _enqueue_after_commit(event.id)
+            transaction.on_commit(partial(dispatcher.submit, event.id))
     except IntegrityError:
         return None
-    return event
+    return event.id
 
 
 # --- Processing -----------------------------------------------------------------------------
-
-
-class EventItemsFailed(Exception):
-    """Some items of an event failed; the others were applied. Retried with back-off."""
 
 
 @dataclass
@@ -110,8 +112,8 @@ def _apply(channel: Channel, item: Any) -> bool:
     if isinstance(item, InboundMessage):
         message_receive(channel=channel, inbound=item)
     elif isinstance(item, StatusUpdate):
-        message_status_apply(
-            organization=channel.organization, provider=channel.provider, update=item
+        message_statuses_apply(
+            organization=channel.organization, provider=channel.provider, updates=[item]
         )
     elif isinstance(item, parsing.TemplateStatusUpdate):
         template_status_apply(
@@ -131,24 +133,58 @@ def _apply(channel: Channel, item: Any) -> bool:
     return True
 
 
+def _apply_one(index: int, channel: Channel, item: Any, outcome: _Outcome) -> None:
+    try:
+        with transaction.atomic():
+            applied = _apply(channel, item)
+    except Exception as exc:
+        # The type only: exception texts can hold phone numbers, which never go to logs.
+        logger.error("Webhook item %s failed: %s", index, type(exc).__name__)
+        outcome.errors.append(f"item {index}: {type(exc).__name__}: {exc}"[:500])
+        return
+    if applied:
+        outcome.applied += 1
+    else:
+        outcome.ignored += 1
+
+
 def _apply_each(items: list[tuple[Channel | None, Any]], outcome: _Outcome) -> None:
-    """Each item on its own: one bad item fails alone, the others are applied."""
-    for index, (channel, item) in enumerate(items):
+    """Each item on its own: one bad item fails alone, the others are applied.
+
+    A run of statuses for one channel (Meta batches up to 1,000) is applied together, and item
+    by item only if that fails.
+    """
+    index = 0
+    while index < len(items):
+        channel, item = items[index]
         if channel is None:
             outcome.unroutable += 1
+            index += 1
             continue
-        try:
-            with transaction.atomic():
-                applied = _apply(channel, item)
-        except Exception as exc:
-            # The type only: exception texts can hold phone numbers, which never go to logs.
-            logger.error("Webhook item %s failed: %s", index, type(exc).__name__)
-            outcome.errors.append(f"item {index}: {type(exc).__name__}: {exc}"[:500])
+        end = index
+        while (
+            end < len(items)
+            and items[end][0] is channel
+            and isinstance(items[end][1], StatusUpdate)
+        ):
+            end += 1
+        if end - index > 1:
+            try:
+                with transaction.atomic():
+                    message_statuses_apply(
+                        organization=channel.organization,
+                        provider=channel.provider,
+                        updates=[update for _, update in items[index:end]],
+                    )
+            except Exception:
+                for position in range(index, end):
+                    _apply_one(position, channel, items[position][1], outcome)
+            else:
+                outcome.applied += end - index
+            index = end
             continue
-        if applied:
-            outcome.applied += 1
-        else:
-            outcome.ignored += 1
+        _apply_one(index, channel, item, outcome)
+        index += 1
 
 
 def _meta_items(event: WebhookEvent) -> list[tuple[Channel | None, Any]]:
@@ -196,17 +232,17 @@ def _twilio_items(event: WebhookEvent) -> list[tuple[Channel | None, Any]]:
 def webhook_event_process(*, event_id: int) -> WebhookEvent | None:
     """Apply every item of an event, in one transaction with its state: exactly once in effect.
 
-    Raises EventItemsFailed after committing when some items failed, so the task retries.
+    Items that fail leave the event `failed` with their errors; the others are applied.
     """
     with transaction.atomic():
         event = (
-            WebhookEvent.objects.select_for_update(skip_locked=True)
+            WebhookEvent.objects.select_for_update()
             .filter(id=event_id)
             .exclude(state__in=(State.PROCESSED, State.IGNORED))
             .first()
         )
         if event is None:
-            return None  # done already, or another worker has it
+            return None  # done already (a concurrent delivery waited for the lock above)
         outcome = _Outcome()
         try:
             items = _meta_items(event) if event.provider == "meta" else _twilio_items(event)
@@ -227,35 +263,52 @@ def webhook_event_process(*, event_id: int) -> WebhookEvent | None:
             event.state = State.IGNORED
         event.processed_at = timezone.now()
         event.save(update_fields=["attempts", "last_error", "state", "processed_at", "updated_at"])
-    if outcome.errors:
-        raise EventItemsFailed(f"Webhook event {event.id}: {len(outcome.errors)} item(s) failed")
     return event
 
 
+def webhook_events_process(*, event_ids: list[int]) -> list[int]:
+    """Process each event on its own; returns the ids of those that failed, to retry."""
+    failed = []
+    for event_id in event_ids:
+        event = webhook_event_process(event_id=event_id)
+        if event is not None and event.state == State.FAILED:
+            failed.append(event_id)
+    return failed
+
+
+def _send_in_batches(event_ids: list[int]) -> int:
+    """Mark events queued and send them; stops at the first batch the broker refuses."""
+    sent = 0
+    for start in range(0, len(event_ids), DISPATCH_BATCH):
+        batch = event_ids[start : start + DISPATCH_BATCH]
+        WebhookEvent.objects.filter(id__in=batch).exclude(
+            state__in=(State.PROCESSED, State.IGNORED)
+        ).update(state=State.QUEUED, queued_at=timezone.now())
+        if not webhook_events_send(event_ids=batch):
+            break
+        sent += len(batch)
+    return sent
+
+
 def webhook_events_replay(*, event_ids: list[int]) -> int:
-    """Process failed or unroutable events again (for example once their channel exists)."""
-    replayable = (State.FAILED, State.UNROUTABLE, State.RECEIVED)
-    count = 0
-    for event_id in WebhookEvent.objects.filter(id__in=event_ids, state__in=replayable).values_list(
-        "id", flat=True
-    ):
-        with transaction.atomic():
-            updated = WebhookEvent.objects.filter(id=event_id, state__in=replayable).update(
-                state=State.QUEUED, queued_at=timezone.now()
-            )
-            if updated:
-                _enqueue_after_commit(event_id)
-                count += 1
-    return count
+    """Process failed, unroutable or stuck events again (for example once their channel exists)."""
+    replayable = (State.FAILED, State.UNROUTABLE, State.RECEIVED, State.QUEUED)
+    ids = list(
+        WebhookEvent.objects.filter(id__in=event_ids, state__in=replayable).values_list(
+            "id", flat=True
+        )
+    )
+    _send_in_batches(ids)
+    return len(ids)
 
 
 def webhook_events_requeue_stale(*, received_before_seconds: int = 30, limit: int = 1000) -> int:
-    """Enqueue events the broker never took: `received` ones, and `queued` ones long unprocessed.
+    """Send events the broker never took: `received` ones, and `queued` ones long unprocessed.
 
     Stops at the first failure: the broker is still down, and the next sweep tries again.
     """
     now = timezone.now()
-    stale = (
+    stale = list(
         WebhookEvent.objects.filter(
             Q(
                 state=State.RECEIVED,
@@ -269,14 +322,7 @@ def webhook_events_requeue_stale(*, received_before_seconds: int = 30, limit: in
         .order_by("id")
         .values_list("id", flat=True)[:limit]
     )
-    count = 0
-    for event_id in stale:
-        if not _enqueue(event_id):
-            break
-        WebhookEvent.objects.filter(id=event_id, state__in=(State.RECEIVED, State.QUEUED)).update(
-            state=State.QUEUED, queued_at=timezone.now()
-        )
-        count += 1
-    if count:
-        logger.info("Re-enqueued %s stale webhook event(s)", count)
-    return count
+    sent = _send_in_batches(stale)
+    if sent:
+        logger.info("Re-enqueued %s stale webhook event(s)", sent)
+    return sent

@@ -1,21 +1,32 @@
 from __future__ import annotations
 
-from celery import shared_task
+from celery import Task, shared_task
+from celery.utils.time import get_exponential_backoff_interval
 from django.conf import settings
 
-from webhooks.services import EventItemsFailed
+
+class EventsFailed(Exception):
+    """Some events of a batch failed; their applied items stay applied."""
 
 
-@shared_task(
-    autoretry_for=(EventItemsFailed,),
-    retry_backoff=settings.WEBHOOK_PROCESS_RETRY_BACKOFF,
-    retry_backoff_max=300,
-    max_retries=settings.WEBHOOK_PROCESS_MAX_RETRIES,
-)
-def process_webhook_event(event_id: int) -> None:
-    from webhooks.services import webhook_event_process
+@shared_task(bind=True, max_retries=settings.WEBHOOK_PROCESS_MAX_RETRIES)
+def process_webhook_events(self: Task, event_ids: list[int]) -> None:  # type: ignore[type-arg]
+    """Process a batch of stored events; only the failed ones are retried, with back-off."""
+    from webhooks.services import webhook_events_process
 
-    webhook_event_process(event_id=event_id)
+    failed = webhook_events_process(event_ids=event_ids)
+    if failed:
+        countdown = get_exponential_backoff_interval(
+            factor=settings.WEBHOOK_PROCESS_RETRY_BACKOFF,
+            retries=self.request.retries,
+            maximum=min(300, settings.TASK_MAX_COUNTDOWN),
+            full_jitter=True,
+        )
+        raise self.retry(
+            args=(failed,),
+            countdown=countdown,
+            exc=EventsFailed(f"{len(failed)} webhook event(s) failed: {failed[:20]}"),
+        )
 
 
 @shared_task

@@ -11,7 +11,6 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.db import DatabaseError
-from django.db.models import Q
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods, require_POST
@@ -19,6 +18,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 from webhooks import parsing
 from webhooks.metrics import webhooks_received
 from webhooks.models import WebhookEvent
+from webhooks.selectors import meta_app_secrets, meta_channels_named
 from webhooks.services import webhook_event_record
 from webhooks.signature import meta_signature_valid, twilio_signature_valid
 from whatsapp_platform.models import Channel
@@ -94,12 +94,7 @@ def meta_webhook(request: HttpRequest) -> HttpResponse:
     if not signature:
         return _refuse("meta", 403, "Missing X-Hub-Signature-256.", "invalid_signature")
     phone_number_ids, waba_ids = parsing.meta_routes(payload)
-    named = list(
-        Channel.objects.filter(
-            Q(phone_number_id__in=phone_number_ids) | Q(waba_id__in=waba_ids),
-            provider=Channel.Provider.META,
-        ).only("id", "organization_id", "phone_number_id", "waba_id", "app_secret")
-    )
+    named = meta_channels_named(phone_number_ids=phone_number_ids, waba_ids=waba_ids)
     if named:
         # Every channel the body names must have signed it: one tenant's secret never
         # vouches for another tenant's number.
@@ -109,22 +104,18 @@ def meta_webhook(request: HttpRequest) -> HttpResponse:
         organization_id = organizations.pop() if len(organizations) == 1 else None
     else:
         # No channel for this number yet: keep it if any of our app secrets signed it.
-        secrets = set(
-            Channel.objects.filter(provider=Channel.Provider.META)
-            .exclude(app_secret="")
-            .values_list("app_secret", flat=True)
-        )
+        secrets = {c.app_secret for c in meta_app_secrets()}
         if not any(meta_signature_valid(body, signature, secret) for secret in secrets):
             return _refuse("meta", 403, "Invalid signature.", "invalid_signature")
         organization_id = None
-    event = webhook_event_record(
+    event_id = webhook_event_record(
         provider=WebhookEvent.Provider.META,
         body=body,
         kind=parsing.meta_kind(payload),
         organization_id=organization_id,
         signature=signature,
     )
-    webhooks_received.labels(provider="meta", result="accepted" if event else "duplicate").inc()
+    webhooks_received.labels(provider="meta", result="accepted" if event_id else "duplicate").inc()
     return HttpResponse("OK", content_type="text/plain")
 
 
@@ -164,14 +155,16 @@ def _twilio_webhook(request: HttpRequest, *, inbound: bool) -> HttpResponse:
             parsing.parse_twilio_status(request.POST)
     except parsing.PayloadError as exc:
         return _refuse("twilio", 400, str(exc), "bad_request")
-    event = webhook_event_record(
+    event_id = webhook_event_record(
         provider=WebhookEvent.Provider.TWILIO,
         body=body,
         kind=WebhookEvent.Kind.MESSAGES if inbound else WebhookEvent.Kind.STATUSES,
         channel=channel,
         signature=signature,
     )
-    webhooks_received.labels(provider="twilio", result="accepted" if event else "duplicate").inc()
+    webhooks_received.labels(
+        provider="twilio", result="accepted" if event_id else "duplicate"
+    ).inc()
     if inbound:
         return HttpResponse(EMPTY_TWIML, content_type="text/xml")
     return HttpResponse(status=200)

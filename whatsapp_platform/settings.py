@@ -102,10 +102,10 @@ TEMPLATES = [
 DATABASES = {
     "default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'db.sqlite3'}"),
 }
-# Web and workers keep their connections for their lifetime; the health check replaces a
-# connection that died in between (database restart, failover).
+# Web and workers keep their connections for their lifetime; the health check (one `SELECT 1`
+# per request or task) replaces a connection that died in between (database restart, failover).
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
-DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = env.bool("CONN_HEALTH_CHECKS", default=True)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # The embedded default runs web, worker and beat on one file: wait for the lock instead of
     # failing, and take it at the start of each transaction so writers queue up in order.

@@ -23,6 +23,7 @@ from tests.webhooks.conftest import (
     post_meta,
     post_twilio,
 )
+from webhooks.dispatch import dispatcher
 from webhooks.models import WebhookEvent
 from webhooks.services import webhook_events_replay, webhook_events_requeue_stale
 from whatsapp_platform.lib.sqs import QueueSetup, decode_task_message, sqs_client
@@ -355,6 +356,7 @@ def test_nothing_is_lost_while_the_broker_is_down(
     with broker_proxy.down():
         response = post_meta(client, payload("meta/text.json"))
         assert response.status_code == 200
+        assert dispatcher.wait_idle()
         assert WebhookEvent.objects.get().state == "received"
         assert webhook_events_requeue_stale(received_before_seconds=0) == 0
 
@@ -499,6 +501,6 @@ def test_an_event_that_keeps_failing_ends_in_dead_letters_and_stays_failed(
     )
     assert isinstance(dead, list)
     assert [(m.task, m.args) for m in dead] == [
-        ("webhooks.tasks.process_webhook_event", [event.id])
+        ("webhooks.tasks.process_webhook_events", [[event.id]])
     ]
-    assert "EventItemsFailed" in dead[0].headers["dead_letter"]["error"]
+    assert "EventsFailed" in dead[0].headers["dead_letter"]["error"]
