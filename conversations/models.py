@@ -6,6 +6,7 @@ from typing import ClassVar
 
 from django.db import models
 
+from conversations.types import StatusUpdate
 from whatsapp_platform.lib.models import TimestampedModel
 from whatsapp_platform.models import Channel, Organization
 
@@ -30,15 +31,11 @@ class Contact(TimestampedModel):
 
     class Meta:
         constraints = (
+            # NULLs are distinct: a contact may lack either identity. Plain (not partial)
+            # unique indexes, so that lookups by either use them.
+            models.UniqueConstraint(fields=("organization", "wa_id"), name="contact_unique_wa_id"),
             models.UniqueConstraint(
-                fields=("organization", "wa_id"),
-                condition=models.Q(wa_id__isnull=False),
-                name="contact_unique_wa_id",
-            ),
-            models.UniqueConstraint(
-                fields=("organization", "user_id"),
-                condition=models.Q(user_id__isnull=False),
-                name="contact_unique_user_id",
+                fields=("organization", "user_id"), name="contact_unique_user_id"
             ),
             models.CheckConstraint(
                 condition=models.Q(wa_id__isnull=False) | models.Q(user_id__isnull=False),
@@ -178,15 +175,14 @@ class Message(TimestampedModel):
 
     class Meta:
         constraints = (
+            # Status updates look messages up by these ids, in batches: a plain unique index
+            # (NULLs are distinct), which the planner uses for `IN (...)` lookups.
             models.UniqueConstraint(
                 fields=("provider", "provider_message_id"),
-                condition=models.Q(provider_message_id__isnull=False),
                 name="message_unique_provider_message_id",
             ),
             models.UniqueConstraint(
-                fields=("organization", "idempotency_key"),
-                condition=models.Q(idempotency_key__isnull=False),
-                name="message_unique_idempotency_key",
+                fields=("organization", "idempotency_key"), name="message_unique_idempotency_key"
             ),
         )
         indexes = (
@@ -237,6 +233,33 @@ class PendingStatus(models.Model):
 
     def __str__(self) -> str:
         return f"{self.status} for {self.provider_message_id}"
+
+    @classmethod
+    def from_update(
+        cls, *, organization: Organization, provider: str, update: StatusUpdate
+    ) -> PendingStatus:
+        return cls(
+            organization=organization,
+            provider=provider,
+            provider_message_id=update.provider_message_id,
+            status=update.status,
+            occurred_at=update.timestamp,
+            error_code=update.error_code,
+            error_title=update.error_title,
+            error_details=update.error_details,
+            extra=update.extra,
+        )
+
+    def as_update(self) -> StatusUpdate:
+        return StatusUpdate(
+            provider_message_id=self.provider_message_id,
+            status=self.status,
+            timestamp=self.occurred_at,
+            error_code=self.error_code,
+            error_title=self.error_title,
+            error_details=self.error_details,
+            extra=self.extra,
+        )
 
 
 class MediaAsset(TimestampedModel):

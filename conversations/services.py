@@ -228,16 +228,8 @@ def message_statuses_apply(
         message_id = ids.get(update.provider_message_id)
         if message_id is None:
             pending.append(
-                PendingStatus(
-                    organization=organization,
-                    provider=provider,
-                    provider_message_id=update.provider_message_id,
-                    status=update.status,
-                    occurred_at=update.timestamp,
-                    error_code=update.error_code,
-                    error_title=update.error_title,
-                    error_details=update.error_details,
-                    extra=update.extra,
+                PendingStatus.from_update(
+                    organization=organization, provider=provider, update=update
                 )
             )
             counts["pending"] += 1
@@ -348,18 +340,7 @@ def message_provider_id_record(*, message_id: int, provider_message_id: str) -> 
             .order_by("id")
         )
         for row in pending:
-            _status_apply(
-                message.id,
-                StatusUpdate(
-                    provider_message_id=provider_message_id,
-                    status=row.status,
-                    timestamp=row.occurred_at,
-                    error_code=row.error_code,
-                    error_title=row.error_title,
-                    error_details=row.error_details,
-                    extra=row.extra,
-                ),
-            )
+            _status_apply(message.id, row.as_update())
         PendingStatus.objects.filter(id__in=[row.id for row in pending]).delete()
 
 

@@ -6,6 +6,7 @@ Only the network boundary is replaced: the platform's own clients talk HTTP to t
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import re
 import select
@@ -93,9 +94,7 @@ class _Handler(BaseHTTPRequestHandler):
                     "messaging_product": "whatsapp",
                     "url": f"{base}/lookaside/{media_id}",
                     "mime_type": mime,
-                    "sha256": base64.b64encode(
-                        __import__("hashlib").sha256(data).digest()
-                    ).decode(),
+                    "sha256": base64.b64encode(hashlib.sha256(data).digest()).decode(),
                     "file_size": len(data),
                     "id": media_id,
                 },

@@ -187,15 +187,23 @@ def _apply_each(items: list[tuple[Channel | None, Any]], outcome: _Outcome) -> N
         index += 1
 
 
-def _meta_items(event: WebhookEvent) -> list[tuple[Channel | None, Any]]:
+ChannelCache = dict[object, list[Channel]]
+
+
+def _meta_items(
+    event: WebhookEvent, channel_cache: ChannelCache
+) -> list[tuple[Channel | None, Any]]:
     payload = parsing.parse_meta_body(event.body.encode("utf-8"))
     phone_number_ids, waba_ids = parsing.meta_routes(payload)
-    channels = list(
-        Channel.objects.select_related("organization").filter(
-            Q(phone_number_id__in=phone_number_ids) | Q(waba_id__in=waba_ids),
-            provider=Channel.Provider.META,
+    key = (frozenset(phone_number_ids), frozenset(waba_ids))
+    if key not in channel_cache:
+        channel_cache[key] = list(
+            Channel.objects.select_related("organization").filter(
+                Q(phone_number_id__in=phone_number_ids) | Q(waba_id__in=waba_ids),
+                provider=Channel.Provider.META,
+            )
         )
-    )
+    channels = channel_cache[key]
     body = event.body.encode("utf-8")
     # An item is applied only for a channel whose own app secret signed the body: a tenant's
     # secret never vouches for another tenant's number.
@@ -229,7 +237,9 @@ def _twilio_items(event: WebhookEvent) -> list[tuple[Channel | None, Any]]:
     return [(channel, item)]
 
 
-def webhook_event_process(*, event_id: int) -> WebhookEvent | None:
+def webhook_event_process(
+    *, event_id: int, channel_cache: ChannelCache | None = None
+) -> WebhookEvent | None:
     """Apply every item of an event, in one transaction with its state: exactly once in effect.
 
     Items that fail leave the event `failed` with their errors; the others are applied.
@@ -245,7 +255,10 @@ def webhook_event_process(*, event_id: int) -> WebhookEvent | None:
             return None  # done already (a concurrent delivery waited for the lock above)
         outcome = _Outcome()
         try:
-            items = _meta_items(event) if event.provider == "meta" else _twilio_items(event)
+            if event.provider == WebhookEvent.Provider.META:
+                items = _meta_items(event, {} if channel_cache is None else channel_cache)
+            else:
+                items = _twilio_items(event)
         except parsing.PayloadError as exc:
             items = []
             outcome.errors.append(str(exc))
@@ -267,12 +280,18 @@ def webhook_event_process(*, event_id: int) -> WebhookEvent | None:
 
 
 def webhook_events_process(*, event_ids: list[int]) -> list[int]:
-    """Process each event on its own; returns the ids of those that failed, to retry."""
+    """Process a batch of events; returns the ids of those that failed, to retry.
+
+    One commit for the whole batch, each event in its own savepoint: a crash mid-batch rolls
+    it all back, and the redelivered task does it again.
+    """
     failed = []
-    for event_id in event_ids:
-        event = webhook_event_process(event_id=event_id)
-        if event is not None and event.state == State.FAILED:
-            failed.append(event_id)
+    channel_cache: ChannelCache = {}
+    with transaction.atomic():
+        for event_id in event_ids:
+            event = webhook_event_process(event_id=event_id, channel_cache=channel_cache)
+            if event is not None and event.state == State.FAILED:
+                failed.append(event_id)
     return failed
 
 

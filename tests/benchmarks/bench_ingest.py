@@ -4,10 +4,12 @@ Starts the platform as deployed (gunicorn, PostgreSQL, SQS on a local moto serve
 workers) and drives it over loopback with wrk:
 
 1. HTTP: signed Meta status webhooks against POST /webhooks/meta/ and, in the same rounds on
-   the same server, the bare view GET /health/. Requests/s, p50 and p99 latency, and the ratio.
-2. End to end: one worker process drains the events stored in step 1; events processed per
-   second, from the first POST to the last event processed.
-3. Batches: webhooks of 50 statuses each (Meta batches up to 1,000) drained by one worker
+   the same server, the bare view GET /health/, no worker running. Requests/s, p50 and p99
+   latency, and the ratio.
+2. Processing: one worker process drains 3,000 stored single-status events: events per second.
+3. End to end: with that worker running, 2,000 webhooks posted by 8 clients; events per second
+   from the first POST to the last event processed.
+4. Batches: webhooks of 50 statuses each (Meta batches up to 1,000) drained by one worker
    process: status updates applied per second.
 
 The last line is machine-readable:
@@ -161,6 +163,7 @@ def main() -> None:
     parser.add_argument("--gunicorn-workers", type=int, default=2)
     parser.add_argument("--gunicorn-threads", type=int, default=4)
     parser.add_argument("--batch-posts", type=int, default=200, help="Webhooks of 50 statuses.")
+    parser.add_argument("--drain-events", type=int, default=3000, help="Events one worker drains.")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("wrk is needed: apt-get install wrk")
@@ -207,6 +210,9 @@ def main() -> None:
                 process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
+        # A stopped worker's last long poll can still take a message on the server side; it
+        # comes back only after the visibility timeout. Let that poll end before going on.
+        time.sleep(float(env["SQS_WAIT_TIME_SECONDS"]) + 1)
 
     try:
         import psycopg2
@@ -243,7 +249,7 @@ def main() -> None:
         )
         contact = Contact.objects.create(organization=channel.organization, wa_id="16315551181")
         per_run = 40_000
-        total = per_run * args.rounds + 2000 + 50 * args.batch_posts
+        total = per_run * args.rounds + args.drain_events + 2000 + 50 * args.batch_posts
         print(f"Creating {total:,} outbound messages to receive statuses for ...", flush=True)
         Message.objects.bulk_create(
             (
@@ -261,6 +267,10 @@ def main() -> None:
             ),
             batch_size=5000,
         )
+        from django.db import connection as db
+
+        with db.cursor() as cursor:
+            cursor.execute("ANALYZE")  # as autovacuum would after a bulk load
 
         start(
             [
@@ -314,10 +324,41 @@ def main() -> None:
             return statistics.median(run[key] for run in runs)
 
         ingest_rps, bare_rps = median(ingest_runs, "rps"), median(bare_runs, "rps")
-        events = WebhookEvent.objects.count()
-        print(f"stored {events:,} events ({errors:.0f} non-2xx answers)", flush=True)
+        print(f"stored {WebhookEvent.objects.count():,} events ({errors:.0f} non-2xx answers)")
+        # The HTTP rounds measured ingestion only: their events leave the queue unprocessed.
+        from whatsapp_platform.lib.sqs import queue_name, sqs_client
 
-        # End to end: one worker process drains what was stored.
+        client = sqs_client()
+        client.purge_queue(
+            QueueUrl=client.get_queue_url(QueueName=queue_name("incoming"))["QueueUrl"]
+        )
+        WebhookEvent.objects.update(state="ignored")
+
+        def post(body: bytes) -> None:
+            request = urllib.request.Request(
+                base + "/webhooks/meta/",
+                data=body,
+                headers={
+                    "Content-Type": "application/json",
+                    "X-Hub-Signature-256": meta_signature(body, APP_SECRET),
+                },
+            )
+            urllib.request.urlopen(request).read()
+
+        # One worker process drains single-status events stored while it was stopped.
+        offset = per_run * args.rounds
+        events = args.drain_events
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            list(
+                pool.map(
+                    post,
+                    (
+                        status_body([f"wamid.BENCH{offset + n:08d}"], "delivered")
+                        for n in range(events)
+                    ),
+                )
+            )
+        offset += events
         worker_command = [
             str(BIN / "celery"), "-A", "whatsapp_platform", "worker", "-Q", "incoming", "--pool", "solo",
             "--loglevel", "INFO",
@@ -341,21 +382,9 @@ def main() -> None:
             flush=True,
         )
         processed_per_s = events / (drained - drain_started)
-        assert not WebhookEvent.objects.exclude(state="processed").exists(), "some events failed"
+        assert not WebhookEvent.objects.filter(state="failed").exists(), "some events failed"
 
         # End to end, with the worker running: from the first POST to the last event processed.
-        def post(body: bytes) -> None:
-            request = urllib.request.Request(
-                base + "/webhooks/meta/",
-                data=body,
-                headers={
-                    "Content-Type": "application/json",
-                    "X-Hub-Signature-256": meta_signature(body, APP_SECRET),
-                },
-            )
-            urllib.request.urlopen(request).read()
-
-        offset = per_run * args.rounds
         end_to_end = [status_body([f"wamid.BENCH{offset + n:08d}"], "read") for n in range(2000)]
         started = time.monotonic()
         with ThreadPoolExecutor(max_workers=8) as pool:

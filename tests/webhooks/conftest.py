@@ -11,7 +11,6 @@ from urllib.parse import urlencode
 
 import pytest
 from django.conf import settings
-from django.test import Client
 from django.test.client import Client as DjangoClient
 
 from tests.factories import ChannelFactory, OrganizationFactory, TwilioChannelFactory
@@ -97,6 +96,3 @@ def edit() -> Callable[[Any, Callable[[dict[str, Any]], None]], Any]:
         return body
 
     return apply
-
-
-__all__ = ["Client"]

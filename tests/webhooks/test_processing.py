@@ -412,11 +412,11 @@ def test_a_twilio_user_known_only_by_business_scoped_id_is_a_contact(
 
 
 def test_twilio_media_is_downloaded_with_the_account_credentials(
-    client: Client, twilio_acme: Channel, provider_api: ProviderState
+    client: Client, twilio_acme: Channel, provider_api: ProviderState, settings: Any
 ) -> None:
     params = payload("twilio/inbound_media.json")
     media_path = params["MediaUrl0"].split("api.twilio.com", 1)[1]
-    params["MediaUrl0"] = provider_api_url(provider_api) + media_path
+    params["MediaUrl0"] = settings.TWILIO_API_BASE_URL + media_path
     provider_api.twilio_auth = (TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN)
     provider_api.media[media_path.rsplit("/", 1)[1]] = (b"\xff\xd8jpeg" * 500, "image/jpeg")
 
@@ -427,12 +427,6 @@ def test_twilio_media_is_downloaded_with_the_account_credentials(
     assert (asset.state, asset.error) == ("stored", "")
     with archive_storage().open(asset.storage_key) as stored:
         assert stored.read() == b"\xff\xd8jpeg" * 500
-
-
-def provider_api_url(state: ProviderState) -> str:
-    from django.conf import settings
-
-    return str(settings.TWILIO_API_BASE_URL)
 
 
 def test_twilio_statuses_move_forward_and_failures_keep_their_code(

@@ -11,7 +11,6 @@ from django.test import Client
 from tests.factories import ChannelFactory, OrganizationFactory
 from tests.webhooks.conftest import (
     META_APP_SECRET,
-    PHONE_NUMBER_ID,
     TWILIO_AUTH_TOKEN,
     meta_wire,
     payload,
@@ -19,7 +18,7 @@ from tests.webhooks.conftest import (
     post_twilio,
 )
 from webhooks.models import WebhookEvent
-from webhooks.signature import meta_signature
+from webhooks.signature import meta_signature, twilio_signature
 from whatsapp_platform.models import Channel
 
 pytestmark = pytest.mark.django_db
@@ -275,7 +274,7 @@ def test_the_twilio_signature_is_checked_against_the_public_url(
         "inbound",
         {**params, "MessageSid": "SM" + "2" * 32},
         **{
-            "X-Twilio-Signature": __import__("webhooks.signature", fromlist=["x"]).twilio_signature(
+            "X-Twilio-Signature": twilio_signature(
                 "http://testserver/webhooks/twilio/inbound/", params, TWILIO_AUTH_TOKEN
             )
         },
@@ -339,10 +338,14 @@ def test_a_signed_twilio_request_without_a_message_sid_gets_400(
     assert not WebhookEvent.objects.exists()
 
 
-def test_a_webhook_is_the_only_kind_of_view_without_csrf(client: Client) -> None:
+def test_webhooks_need_no_csrf_token_but_other_posts_do(
+    meta_acme: Channel, twilio_acme: Channel
+) -> None:
     csrf_client = Client(enforce_csrf_checks=True)
 
-    response = csrf_client.post("/admin/login/", {"username": "x", "password": "y"})
+    admin = csrf_client.post("/admin/login/", {"username": "x", "password": "y"})
+    meta = post_meta(csrf_client, payload("meta/text.json"))
+    twilio = post_twilio(csrf_client, "inbound", payload("twilio/inbound_text.json"))
 
-    assert response.status_code == 403
-    assert PHONE_NUMBER_ID  # the webhook tests above post without any CSRF token
+    assert admin.status_code == 403
+    assert (meta.status_code, twilio.status_code) == (200, 200)
