@@ -19,7 +19,7 @@ from django.db import close_old_connections, connection
 logger = logging.getLogger(__name__)
 
 DISPATCH_BATCH = 50
-LINGER_SECONDS = 0.02  # how long a batch waits for company
+LINGER_SECONDS = 0.05  # how long a batch waits for company
 
 
 class EventDispatcher:
