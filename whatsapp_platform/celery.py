@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import traceback
+from datetime import timedelta
 from typing import Any
 
 from celery import Celery, Task
@@ -34,6 +35,21 @@ def dead_letter_queue_name(queue: str) -> str:
 
 
 class PlatformTask(Task):  # type: ignore[type-arg]
+    def apply_async(  # type: ignore[override]
+        self, args: Any = None, kwargs: Any = None, **options: Any
+    ) -> Any:
+        # A worker holds a delayed task unacknowledged while SQS's visibility clock runs: past
+        # the timeout SQS hands it to a second worker. Delays are capped well below it.
+        from django.conf import settings
+
+        limit = settings.TASK_MAX_COUNTDOWN
+        if options.get("countdown") is not None and options["countdown"] > limit:
+            options["countdown"] = limit
+        if options.get("eta") is not None:
+            latest = timezone.now() + timedelta(seconds=limit)
+            options["eta"] = min(options["eta"], latest)
+        return super().apply_async(args, kwargs, **options)
+
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         try:
             return super().__call__(*args, **kwargs)

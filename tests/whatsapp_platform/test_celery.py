@@ -95,3 +95,15 @@ def test_task_that_crashes_its_worker_moves_to_dead_letters_after_max_receives(
     assert len(dead) == 1
     # SQS_MAX_RECEIVE_COUNT=2 in the tests: two deliveries, then the redrive policy.
     assert Heartbeat.objects.filter(name__startswith="poison-").count() == 2
+
+
+def test_a_delay_longer_than_sqs_allows_is_shortened_and_the_task_runs_once(
+    celery_worker: Worker, settings
+) -> None:
+    # The tests run SQS with a 30 s visibility timeout, so delays are capped at 15 s.
+    assert settings.TASK_MAX_COUNTDOWN == 15
+
+    record_heartbeat.apply_async(args=("delayed",), countdown=24 * 3600)
+
+    heartbeat = wait_for(lambda: Heartbeat.objects.filter(name="delayed").first(), 40)
+    assert isinstance(heartbeat, Heartbeat)
