@@ -26,7 +26,7 @@ from tests.webhooks.conftest import (
 from webhooks.dispatch import dispatcher
 from webhooks.models import WebhookEvent
 from webhooks.services import webhook_events_replay, webhook_events_requeue_stale
-from whatsapp_platform.lib.sqs import QueueSetup, decode_task_message, sqs_client
+from whatsapp_platform.lib.sqs import QueueSetup, TaskMessage, decode_task_message, sqs_client
 from whatsapp_platform.lib.storage import archive_storage
 from whatsapp_platform.models import Channel
 
@@ -487,17 +487,18 @@ def test_an_event_that_keeps_failing_ends_in_dead_letters_and_stays_failed(
     event = wait_for(lambda: WebhookEvent.objects.filter(state="failed", attempts=3).first(), 60)
     assert isinstance(event, WebhookEvent)
     client_sqs = sqs_client()
-    dead = wait_for(
-        lambda: [
-            decode_task_message(m["Body"])
-            for m in client_sqs.receive_message(
-                QueueUrl=sqs_queues["incoming"].dead_letter_url, MaxNumberOfMessages=10
-            ).get("Messages", [])
-        ],
-        30,
-    )
+    seen: list[TaskMessage] = []
+
+    def dead_letters_of_this_event() -> list[TaskMessage]:
+        response = client_sqs.receive_message(
+            QueueUrl=sqs_queues["incoming"].dead_letter_url,
+            MaxNumberOfMessages=10,
+            WaitTimeSeconds=1,
+        )
+        seen.extend(decode_task_message(m["Body"]) for m in response.get("Messages", []))
+        return [m for m in seen if m.args == [[event.id]]]
+
+    dead = wait_for(dead_letters_of_this_event, 30)
     assert isinstance(dead, list)
-    assert [(m.task, m.args) for m in dead] == [
-        ("webhooks.tasks.process_webhook_events", [[event.id]])
-    ]
+    assert [m.task for m in dead] == ["webhooks.tasks.process_webhook_events"]
     assert "EventsFailed" in dead[0].headers["dead_letter"]["error"]
