@@ -17,11 +17,12 @@ from conversations.models import Contact, Conversation, MediaAsset, Message, Pen
 from conversations.types import InboundMessage, StatusUpdate
 from whatsapp_platform.celery import enqueue_on_commit
 from whatsapp_platform.lib.providers import meta
-from whatsapp_platform.lib.providers.errors import ProviderPermanentError
+from whatsapp_platform.lib.providers.errors import ProviderCredentialError, ProviderPermanentError
 from whatsapp_platform.lib.providers.http import open_download
 from whatsapp_platform.lib.providers.twilio import is_account_media_url
 from whatsapp_platform.lib.storage import archive_storage
 from whatsapp_platform.models import Channel, Organization
+from whatsapp_platform.services import channel_flag_credential_error
 
 logger = logging.getLogger(__name__)
 
@@ -395,6 +396,8 @@ def media_download(*, asset_id: int) -> MediaAsset | None:
                 _media_key(asset, mime_type), stream, content_type=mime_type
             )
     except ProviderPermanentError as exc:
+        if isinstance(exc, ProviderCredentialError):
+            channel_flag_credential_error(channel_id=channel.id, error=str(exc))
         MediaAsset.objects.filter(id=asset.id).update(
             state=MediaAsset.State.FAILED, error=str(exc)[:1000], updated_at=timezone.now()
         )

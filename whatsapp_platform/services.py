@@ -8,7 +8,7 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
-from whatsapp_platform.models import ApiKey, Channel, Organization
+from whatsapp_platform.models import ApiKey, Channel, Heartbeat, Organization
 
 
 def organization_get_or_create(*, name: str) -> tuple[Organization, bool]:
@@ -73,6 +73,4 @@ def api_key_authenticate(*, raw_key: str) -> ApiKey | None:
 
 
 def heartbeat_record(*, name: str) -> None:
-    from whatsapp_platform.models import Heartbeat
-
     Heartbeat.objects.update_or_create(name=name, defaults={"seen_at": timezone.now()})
