@@ -47,11 +47,14 @@ def contact_upsert(
         identity |= Q(wa_id=wa_id)
     if user_id:
         identity |= Q(user_id=user_id)
-    contacts = sorted(
-        Contact.objects.filter(identity, organization=organization),
-        key=lambda c: c.wa_id != wa_id,  # the one with this phone number first
-    )
-    if not contacts:
+    # Twice at most: a concurrent worker may create the contact between our read and insert.
+    for _ in range(2):
+        contacts = sorted(
+            Contact.objects.filter(identity, organization=organization),
+            key=lambda c: c.wa_id != wa_id,  # the one with this phone number first
+        )
+        if contacts:
+            break
         try:
             with transaction.atomic():
                 return Contact.objects.create(
@@ -62,15 +65,8 @@ def contact_upsert(
                     username=username,
                     last_inbound_at=inbound_at,
                 )
-        except IntegrityError:  # created by a concurrent worker
-            return contact_upsert(
-                organization=organization,
-                wa_id=wa_id,
-                user_id=user_id,
-                profile_name=profile_name,
-                username=username,
-                inbound_at=inbound_at,
-            )
+        except IntegrityError:
+            continue
     contact = contacts[0]
     changes: dict[str, Any] = {}
     if profile_name and contact.profile_name != profile_name:
