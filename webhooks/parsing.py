@@ -59,6 +59,11 @@ def _timestamp(value: Any) -> datetime | None:
         return None
 
 
+# The delivery statuses a message records; providers report others (Meta's `played`), which
+# are stored with their event and otherwise ignored.
+TRACKED_STATUSES = frozenset({"queued", "sending", "sent", "delivered", "read", "failed"})
+
+
 # --- Meta -----------------------------------------------------------------------------------
 
 META_MEDIA_TYPES = ("image", "audio", "video", "document", "sticker")
@@ -208,7 +213,14 @@ def iter_meta_items(payload: Mapping[str, Any]) -> Iterator[Routed]:
                 for message in _dicts(value.get("messages")):
                     yield Routed(route, _meta_message(message, contacts))
                 for status in _dicts(value.get("statuses")):
-                    yield Routed(route, _meta_status(status))
+                    update = _meta_status(status)
+                    # e.g. `played` for voice notes: nothing the platform tracks.
+                    yield Routed(
+                        route,
+                        update
+                        if update.status in TRACKED_STATUSES
+                        else UnknownItem("statuses", {"status": update.status}),
+                    )
                 for error in _dicts(value.get("errors")):
                     yield Routed(route, UnknownItem("errors", error))
             elif field_name == "message_template_status_update":

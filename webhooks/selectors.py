@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from django.db.models import Q
@@ -31,12 +32,12 @@ _cache: dict[object, tuple[float, list[ChannelSecret]]] = {}
 _lock = threading.Lock()
 
 
-def _cached(key: object, load: type[list[ChannelSecret]] | object) -> list[ChannelSecret]:
+def _cached(key: object, load: Callable[[], list[ChannelSecret]]) -> list[ChannelSecret]:
     now = time.monotonic()
     hit = _cache.get(key)
     if hit is not None and hit[0] > now:
         return hit[1]
-    value: list[ChannelSecret] = load()  # type: ignore[operator]
+    value = load()
     with _lock:
         if len(_cache) >= _MAX_ENTRIES:
             _cache.clear()

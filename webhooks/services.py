@@ -226,7 +226,12 @@ def _meta_items(
 def _twilio_items(event: WebhookEvent) -> list[tuple[Channel | None, Any]]:
     params = QueryDict(event.body)
     if event.kind == WebhookEvent.Kind.STATUSES:
-        item: Any = parsing.parse_twilio_status(params)
+        update = parsing.parse_twilio_status(params)
+        item: Any = (
+            update
+            if update.status in parsing.TRACKED_STATUSES
+            else parsing.UnknownItem("statuses", {"status": update.status})
+        )
     else:
         item = parsing.parse_twilio_inbound(params)
     channel = (

@@ -502,3 +502,18 @@ def test_an_event_that_keeps_failing_ends_in_dead_letters_and_stays_failed(
     assert isinstance(dead, list)
     assert [m.task for m in dead] == ["webhooks.tasks.process_webhook_events"]
     assert "EventsFailed" in dead[0].headers["dead_letter"]["error"]
+
+
+def test_statuses_the_platform_does_not_track_are_ignored_not_failed(
+    client: Client, meta_acme: Channel, edit
+) -> None:
+    message = outbound(meta_acme, "wamid.OUTBOUND0001", status="read")
+    played = edit(
+        payload("meta/status_read.json"), lambda v: v["statuses"][0].update(status="played")
+    )
+
+    [event] = deliver_meta(client, played)
+
+    assert event.state == "ignored"
+    message.refresh_from_db()
+    assert message.status == "read"
