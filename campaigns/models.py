@@ -38,7 +38,10 @@ class MessageTemplate(TimestampedModel):
     body = models.TextField(help_text="The body text, with {{1}}-style placeholders.")
     components = models.JSONField(default=list, blank=True)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    status_reason = models.TextField(blank=True)
+    # Meta's template id; for Twilio, the Content SID (HX...) that sends it.
     provider_template_id = models.CharField(max_length=100, blank=True)
+    synced_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = (
@@ -106,6 +109,11 @@ class Campaign(TimestampedModel):
     approved_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # The campaign pauses itself after this many failed sends in a row.
+    failure_threshold = models.PositiveIntegerField(default=50)
+    consecutive_failures = models.PositiveIntegerField(default=0)
+    # The figures at completion, kept when its messages are archived.
+    final_stats = models.JSONField(default=dict, blank=True)
 
     class Meta:
         permissions = (("approve_campaign", "Can approve or reject campaigns"),)

@@ -26,6 +26,10 @@ class Contact(TimestampedModel):
     username = models.CharField(max_length=100, blank=True)
     profile_name = models.CharField(max_length=200, blank=True)
     opted_out_at = models.DateTimeField(null=True, blank=True)
+    # The per-contact marketing frequency cap, and Meta's own (131049): no marketing template
+    # goes out before marketing_held_until.
+    last_marketing_at = models.DateTimeField(null=True, blank=True)
+    marketing_held_until = models.DateTimeField(null=True, blank=True)
     # Start of the 24-hour customer-service window: free-form messages are allowed until +24 h.
     last_inbound_at = models.DateTimeField(null=True, blank=True)
 
@@ -77,11 +81,24 @@ class Conversation(TimestampedModel):
     ai_conversation_id = models.CharField(max_length=100, blank=True)
     needs_human = models.BooleanField(default=False)
     handed_over_at = models.DateTimeField(null=True, blank=True)
+    # Sending: the last message out (Meta's pair rate limit, one message per user every few
+    # seconds) and when the last business-initiated conversation opened (the messaging tier
+    # counts those per rolling 24 hours).
+    last_outbound_at = models.DateTimeField(null=True, blank=True)
+    business_initiated_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = (
             models.UniqueConstraint(
                 fields=("channel", "contact"), name="conversation_unique_thread"
+            ),
+        )
+        indexes = (
+            # The messaging tier: conversations a channel opened in the last 24 hours.
+            models.Index(
+                fields=("channel", "business_initiated_at"),
+                condition=models.Q(business_initiated_at__isnull=False),
+                name="conversation_initiated_idx",
             ),
         )
 
@@ -111,11 +128,19 @@ class Message(TimestampedModel):
         SYSTEM = "system"
         UNSUPPORTED = "unsupported"
 
+    class Priority(models.IntegerChoices):
+        HIGH = 0
+        NORMAL = 5
+        LOW = 9
+
     class Status(models.TextChoices):
         RECEIVED = "received"  # inbound
         PENDING = "pending"  # outbound, written before it is handed to the provider
         QUEUED = "queued"
         SENDING = "sending"
+        # The worker died between the provider call and recording its answer: not resent,
+        # reconciled from the status webhooks, which carry our message id.
+        UNKNOWN = "unknown"
         SENT = "sent"
         DELIVERED = "delivered"
         READ = "read"
@@ -128,6 +153,7 @@ class Message(TimestampedModel):
         Status.PENDING: 0,
         Status.QUEUED: 1,
         Status.SENDING: 2,
+        Status.UNKNOWN: 2,
         Status.SENT: 3,
         Status.FAILED: 4,
         Status.DELIVERED: 5,
@@ -157,6 +183,12 @@ class Message(TimestampedModel):
     text = models.TextField(blank=True)
     content = models.JSONField(default=dict, blank=True)
     status = models.CharField(max_length=12, choices=Status.choices)
+    priority = models.PositiveSmallIntegerField(choices=Priority.choices, default=Priority.NORMAL)
+    # Sending: how many provider calls were attempted, when the next may start (back-off,
+    # pacing), and when the current attempt claimed the message.
+    attempts = models.PositiveSmallIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    send_started_at = models.DateTimeField(null=True, blank=True)
     queued_at = models.DateTimeField(null=True, blank=True)
     sent_at = models.DateTimeField(null=True, blank=True)
     delivered_at = models.DateTimeField(null=True, blank=True)
@@ -192,6 +224,18 @@ class Message(TimestampedModel):
             models.Index(fields=("conversation", "-created_at"), name="message_conversation_idx"),
             # An organization's message list in the API, newest first.
             models.Index(fields=("organization", "-created_at"), name="message_organization_idx"),
+            # The send sweeper: queued messages whose task never reached the broker, and
+            # claimed ones whose worker died.
+            models.Index(
+                fields=("queued_at",),
+                condition=models.Q(status="queued"),
+                name="message_queued_idx",
+            ),
+            models.Index(
+                fields=("send_started_at",),
+                condition=models.Q(status="sending"),
+                name="message_sending_idx",
+            ),
         )
 
     def __str__(self) -> str:
@@ -205,6 +249,26 @@ class Message(TimestampedModel):
 
     def can_move_to(self, status: str) -> bool:
         return self.status in self.statuses_before(status)
+
+
+class SendRate(models.Model):
+    """The pacing of one channel's sends, shared by every worker on every machine.
+
+    A generic cell rate algorithm: `next_slot_at` is the earliest time the next message may go
+    out. Workers reserve slots for a batch with one conditional UPDATE of this row, so the
+    channel's messages-per-second limit holds across all of them together.
+    """
+
+    channel = models.OneToOneField(
+        Channel, on_delete=models.CASCADE, primary_key=True, related_name="send_rate"
+    )
+    next_slot_at = models.DateTimeField()
+    # The last send that was not campaign traffic: while such sends flow, campaigns keep to
+    # their share of the limit.
+    priority_seen_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"Send rate of channel {self.channel_id}"
 
 
 class PendingStatus(models.Model):

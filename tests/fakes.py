@@ -12,6 +12,8 @@ import re
 import select
 import socket
 import threading
+import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
@@ -25,6 +27,10 @@ class RecordedRequest:
     path: str
     headers: dict[str, str]
     body: bytes
+    at: float = field(default_factory=time.time)  # when it arrived
+
+    def json(self) -> Any:
+        return json.loads(self.body)
 
 
 @dataclass
@@ -35,6 +41,18 @@ class ProviderState:
     requests: list[RecordedRequest] = field(default_factory=list)
     meta_token: str = "EAAG-test-access-token"
     twilio_auth: tuple[str, str] = ("AC" + "0" * 32, "twilio-auth-token")
+    # Scripted answers for the next send calls, in order: (HTTP status, JSON body).
+    send_errors: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+    # Seconds each send call takes, as a real provider's round trip does.
+    send_latency: float = 0.0
+
+    def sends(self) -> list[RecordedRequest]:
+        """The send calls received (Meta's /messages and Twilio's Messages.json), in order."""
+        return [
+            r
+            for r in list(self.requests)
+            if r.method == "POST" and (r.path.endswith("/messages") or r.path.endswith(".json"))
+        ]
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -117,6 +135,97 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._send(400, b"credentials leaked to the CDN")
             data, mime = state.media[match.group(1)]
             return self._send(200, data, mime)
+        return self._json(404, {"error": {"message": "Unknown path", "code": 100}})
+
+    def do_POST(self) -> None:
+        state = self.server.state
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length)
+        state.requests.append(RecordedRequest("POST", self.path, dict(self.headers.items()), body))
+        auth = self.headers.get("Authorization", "")
+        if state.send_latency:
+            time.sleep(state.send_latency)
+        # Meta: POST /{version}/{phone-number-id}/messages
+        if re.fullmatch(r"/v[\d.]+/\w+/messages", self.path):
+            if auth != f"Bearer {state.meta_token}":
+                return self._json(
+                    401,
+                    {
+                        "error": {
+                            "message": "Invalid OAuth access token.",
+                            "type": "OAuthException",
+                            "code": 190,
+                            "fbtrace_id": "AkT2m8Q1rJf5nZy7cW0xVdP",
+                        }
+                    },
+                )
+            if state.send_errors:
+                status, error = state.send_errors.pop(0)
+                return self._json(status, error)
+            try:
+                to = json.loads(body)["to"]
+            except (ValueError, KeyError):
+                return self._json(
+                    400,
+                    {
+                        "error": {
+                            "message": "(#100) Invalid parameter",
+                            "type": "OAuthException",
+                            "code": 100,
+                        }
+                    },
+                )
+            return self._json(
+                200,
+                {
+                    "messaging_product": "whatsapp",
+                    "contacts": [{"input": to, "wa_id": to}],
+                    "messages": [
+                        {"id": f"wamid.FAKE{uuid.uuid4().hex}", "message_status": "accepted"}
+                    ],
+                },
+            )
+        # Twilio: POST /2010-04-01/Accounts/{AccountSid}/Messages.json (form-encoded)
+        if match := re.fullmatch(r"/2010-04-01/Accounts/(\w+)/Messages\.json", self.path):
+            expected = "Basic " + base64.b64encode(":".join(state.twilio_auth).encode()).decode()
+            if auth != expected:
+                return self._json(
+                    401,
+                    {
+                        "code": 20003,
+                        "message": "Authenticate",
+                        "more_info": "https://www.twilio.com/docs/errors/20003",
+                        "status": 401,
+                    },
+                )
+            if state.send_errors:
+                status, error = state.send_errors.pop(0)
+                return self._json(status, error)
+            from urllib.parse import parse_qs
+
+            form = {k: v[0] for k, v in parse_qs(body.decode()).items()}
+            sid = "SM" + uuid.uuid4().hex
+            return self._json(
+                201,
+                {
+                    "account_sid": match.group(1),
+                    "api_version": "2010-04-01",
+                    "body": form.get("Body", ""),
+                    "date_created": "Thu, 24 Nov 2026 10:00:00 +0000",
+                    "direction": "outbound-api",
+                    "error_code": None,
+                    "error_message": None,
+                    "from": form.get("From"),
+                    "messaging_service_sid": form.get("MessagingServiceSid"),
+                    "num_media": "0",
+                    "num_segments": "1",
+                    "price": None,
+                    "sid": sid,
+                    "status": "queued",
+                    "to": form.get("To"),
+                    "uri": f"/2010-04-01/Accounts/{match.group(1)}/Messages/{sid}.json",
+                },
+            )
         return self._json(404, {"error": {"message": "Unknown path", "code": 100}})
 
 

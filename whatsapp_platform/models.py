@@ -6,7 +6,7 @@ import hashlib
 import secrets
 from typing import ClassVar
 
-from django.core.validators import MinValueValidator, RegexValidator
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.utils import timezone
 
@@ -31,6 +31,13 @@ class Organization(TimestampedModel):
 
     def __str__(self) -> str:
         return self.name
+
+
+class MessagingTier(models.IntegerChoices):
+    TIER_250 = 250, "250"
+    TIER_2K = 2_000, "2,000"
+    TIER_10K = 10_000, "10,000"
+    TIER_100K = 100_000, "100,000"
 
 
 class Channel(TimestampedModel):
@@ -60,7 +67,19 @@ class Channel(TimestampedModel):
     sender = models.CharField(max_length=32, blank=True, validators=[whatsapp_address])
     # Set when the sender sits in a Messaging Service pool: webhooks then name the service.
     messaging_service_sid = models.CharField(max_length=64, blank=True)
-    messages_per_second = models.PositiveIntegerField(default=80, validators=[MinValueValidator(1)])
+    # The provider's throughput limit for this number (Meta: 80 by default, up to 1,000).
+    messages_per_second = models.PositiveIntegerField(
+        default=80, validators=[MinValueValidator(1), MaxValueValidator(1000)]
+    )
+    # Meta's messaging limit: new business-initiated conversations per rolling 24 hours.
+    # Empty means unlimited.
+    messaging_tier = models.PositiveIntegerField(
+        choices=MessagingTier.choices,
+        default=MessagingTier.TIER_250,
+        null=True,
+        blank=True,
+        help_text="New business-initiated conversations per rolling 24 hours; empty is unlimited.",
+    )
     # Set when the provider rejected the credentials; shown in the admin until they are fixed.
     credential_error = models.TextField(blank=True)
     credential_error_at = models.DateTimeField(null=True, blank=True)

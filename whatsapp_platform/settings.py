@@ -286,6 +286,18 @@ OPT_OUT_KEYWORDS = [
 ]
 OPT_IN_KEYWORDS = [w.upper() for w in env.list("OPT_IN_KEYWORDS", default=["START"])]
 
+# --- Sending --------------------------------------------------------------------------------
+# Campaigns use at most this share of a channel's messages-per-second while other sends (API,
+# AI replies) flow, so those still go out during a large campaign.
+CAMPAIGN_RATE_SHARE = env.float("CAMPAIGN_RATE_SHARE", default=0.8)
+# Retryable provider errors are retried with exponential back-off and jitter, this many times.
+MESSAGE_SEND_MAX_RETRIES = env.int("MESSAGE_SEND_MAX_RETRIES", default=5)
+MESSAGE_SEND_RETRY_BACKOFF = env.int("MESSAGE_SEND_RETRY_BACKOFF", default=2)
+# Meta's pair rate limit: about one message every 6 seconds to the same user.
+PAIR_RATE_SECONDS = env.float("PAIR_RATE_SECONDS", default=6.0)
+# At most one marketing template per contact in this many hours, across all campaigns.
+MARKETING_FREQUENCY_CAP_HOURS = env.int("MARKETING_FREQUENCY_CAP_HOURS", default=24)
+
 # --- Archive storage --------------------------------------------------------------------------
 ARCHIVE_S3_BUCKET = env.str("ARCHIVE_S3_BUCKET", default="")
 S3_ENDPOINT_URL = env.str("S3_ENDPOINT_URL", default="") or None
