@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from django.utils import timezone
@@ -419,9 +420,10 @@ def test_empty_parameter_values_are_refused(api: ApiCaller, meta_channel):
     assert "template" in response.json()["errors"]
 
 
-COMPONENTS = [
+BODY_TEXT = "Hi {{1}}, your order is on its way."
+COMPONENTS: list[dict[str, Any]] = [
     {"type": "HEADER", "format": "TEXT", "text": "Order {{1}}"},
-    {"type": "BODY", "text": "Hi {{1}}, your order is on its way."},
+    {"type": "BODY", "text": BODY_TEXT},
     {
         "type": "BUTTONS",
         "buttons": [
@@ -434,7 +436,7 @@ COMPONENTS = [
 
 def test_header_and_button_placeholders_must_be_filled(api: ApiCaller, meta_channel):
     MessageTemplateFactory(
-        channel=meta_channel, name="tracking", body=COMPONENTS[1]["text"], components=COMPONENTS
+        channel=meta_channel, name="tracking", body=BODY_TEXT, components=COMPONENTS
     )
     header = {"type": "text", "parameters": ["#48213"]}
     url_button = {"index": 1, "sub_type": "url", "parameter": "48213"}

@@ -81,7 +81,8 @@ def test_more_than_1000_messages_is_a_400(api: ApiCaller, meta_channel):
 
 
 def test_a_bulk_request_needs_a_list_of_messages(api: ApiCaller, meta_channel):
-    for body in ({}, {"messages": []}, {"messages": "x"}, [1, 2]):
+    bodies: list[object] = [{}, {"messages": []}, {"messages": "x"}, [1, 2]]
+    for body in bodies:
         response = api.post(BULK, body)
 
         assert response.status_code == 400

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from django.conf import settings
@@ -17,7 +18,7 @@ from tests.factories import ContactFactory, MessageTemplateFactory
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("celery_worker")]
 
 
-def outbox_records(message_id: int) -> list[dict]:
+def outbox_records(message_id: int) -> list[dict[str, Any]]:
     """What the console provider accepted for this message (its outbox, one JSON a line)."""
     path = settings.VAR_DIR / "console-outbox.jsonl"
     if not path.exists():
