@@ -558,17 +558,17 @@ def _check_template_parameters(template: MessageTemplate, request: Mapping[str, 
             )
 
 
-def _render(body: str, parameters: list[str] | dict[str, str] | None) -> str:
+def _render(body: str, parameters: list[Any]) -> str:
     """The body as the recipient reads it, kept as the message's text."""
-    if not parameters:
-        return body
+    positional = [p for p in parameters if not isinstance(p, dict)]
+    named = {p["parameter_name"]: p["text"] for p in parameters if isinstance(p, dict)}
 
     def fill(match: re.Match[str]) -> str:
         name = match.group(1)
-        if isinstance(parameters, list):
-            index = int(name) - 1 if name.isdigit() else -1
-            return parameters[index] if 0 <= index < len(parameters) else match.group(0)
-        return parameters.get(name, match.group(0))
+        if name in named:
+            return str(named[name])
+        index = int(name) - 1 if name.isdigit() else -1
+        return str(positional[index]) if 0 <= index < len(positional) else match.group(0)
 
     return _PLACEHOLDER.sub(fill, body)
 
@@ -588,7 +588,9 @@ def _content(request: SendRequest) -> tuple[str, dict[str, Any], str]:
         )
     if request.type == "template":
         assert request.template is not None
-        header = request.template.get("header")
+        header = dict(request.template.get("header") or {})
+        if "parameters" in header:
+            header["parameters"] = _provider_parameters(header["parameters"])
         return (
             Message.Type.TEMPLATE,
             {
@@ -596,8 +598,8 @@ def _content(request: SendRequest) -> tuple[str, dict[str, Any], str]:
                     "name": request.template["name"],
                     "language": request.template["language"],
                     "provider_template_id": "",
-                    "body_parameters": request.template.get("parameters") or [],
-                    "header": dict(header) if header else None,
+                    "body_parameters": _provider_parameters(request.template.get("parameters")),
+                    "header": header or None,
                     "buttons": [dict(b) for b in request.template.get("buttons") or []],
                 }
             },
@@ -618,6 +620,17 @@ def _content(request: SendRequest) -> tuple[str, dict[str, Any], str]:
         {"interactive": dict(request.interactive)},
         str(interactive_body.get("text", "")),
     )
+
+
+def _provider_parameters(parameters: list[str] | dict[str, str] | None) -> list[Any]:
+    """Positional values as they are; named ones as Graph parameter objects, which every
+    backend reads (Meta's `parameter_name`, Twilio's ContentVariables keys)."""
+    if isinstance(parameters, dict):
+        return [
+            {"type": "text", "parameter_name": name, "text": value}
+            for name, value in parameters.items()
+        ]
+    return list(parameters or [])
 
 
 def _comparable(content: dict[str, Any]) -> dict[str, Any]:

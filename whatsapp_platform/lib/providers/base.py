@@ -7,8 +7,7 @@ An outbound message's `content` is provider-neutral, by type:
 
 - text: `{"body": "...", "preview_url": false}`
 - template: `{"template": {"name": "order_shipped", "language": "en_US",
-  "provider_template_id": "HX..." (Twilio's Content SID), "body_parameters": ["Dana", "#48213"]
-  (or, for a template with named placeholders, `{"first_name": "Dana"}`),
+  "provider_template_id": "HX..." (Twilio's Content SID), "body_parameters": ["Dana", "#48213"],
   "header": null | {"type": "text", "parameters": ["..."]}
   | {"type": "image"|"video"|"document", "link": "https://...", "media_id": "...", "filename": "..."},
   "buttons": [{"index": 0, "sub_type": "quick_reply"|"url"|"copy_code", "parameter": "..."}]}}`
