@@ -22,7 +22,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from conversations.models import Contact, Message
+from conversations.models import Contact, Conversation, Message
 from conversations.sending import message_queue
 from whatsapp_platform.lib.phone import InvalidPhoneNumber, normalize_msisdn
 from whatsapp_platform.models import Channel, Organization
@@ -660,7 +660,8 @@ def _fingerprint_of(message: Message) -> tuple[Any, ...]:
 def _create_contacts(
     organization: Organization, planned: list[_Planned], lookups: _Lookups
 ) -> None:
-    """Contacts the organization does not know yet, created together (template sends only)."""
+    """Contacts the organization does not know yet (template sends only), and conversations,
+    created together."""
     missing = {p.wa_id for p in planned if p.contact is None} - set(lookups.contacts)
     if missing:
         Contact.objects.bulk_create(
@@ -673,6 +674,20 @@ def _create_contacts(
     for item in planned:
         if item.contact is None:
             item.contact = lookups.contacts[item.wa_id]
+    # Their conversations too, so that queueing each message only finds its thread.
+    pairs = {(p.channel.id, p.contact.id) for p in planned if p.contact is not None}
+    existing = set(
+        Conversation.objects.filter(
+            organization=organization, contact_id__in={contact for _, contact in pairs}
+        ).values_list("channel_id", "contact_id")
+    )
+    Conversation.objects.bulk_create(
+        [
+            Conversation(organization=organization, channel_id=channel, contact_id=contact)
+            for channel, contact in sorted(pairs - existing)
+        ],
+        ignore_conflicts=True,
+    )
 
 
 def _queue(planned: _Planned) -> SendOutcome:
