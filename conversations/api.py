@@ -352,9 +352,17 @@ class MessageOutput(serializers.Serializer):  # type: ignore[type-arg]
         ]
 
 
+class AuthErrorOutput(serializers.Serializer):  # type: ignore[type-arg]
+    detail = serializers.CharField()
+
+
 # --- Views --------------------------------------------------------------------------------
 
+_UNAUTHORIZED = {
+    401: OpenApiResponse(AuthErrorOutput, description="No API key, or a revoked one."),
+}
 _REFUSALS = {
+    **_UNAUTHORIZED,
     400: OpenApiResponse(ErrorOutput, description="Not a valid request, or an invalid number."),
     404: OpenApiResponse(ErrorOutput, description="No such channel or quoted message."),
     409: OpenApiResponse(
@@ -456,6 +464,7 @@ class MessageSendBulkApi(APIView):
             400: OpenApiResponse(
                 ErrorOutput, description="No list of messages, or more than 1,000."
             ),
+            **_UNAUTHORIZED,
         },
     )
     def post(self, request: Request) -> Response:
@@ -533,6 +542,7 @@ class MessageDetailApi(APIView):
         responses={
             200: MessageOutput,
             404: OpenApiResponse(ErrorOutput, description="No such message."),
+            **_UNAUTHORIZED,
         },
     )
     def get(self, request: Request, message_id: int) -> Response:
@@ -587,7 +597,11 @@ class MessageListApi(generics.ListAPIView):  # type: ignore[type-arg]
     @extend_schema(
         operation_id="message_list",
         parameters=[MessageFilterInput],
-        responses={200: MessageOutput(many=True), 400: ErrorOutput},
+        responses={
+            200: MessageOutput(many=True),
+            400: OpenApiResponse(ErrorOutput, description="A filter is not valid."),
+            **_UNAUTHORIZED,
+        },
     )
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         filters = MessageFilterInput(data=request.query_params)

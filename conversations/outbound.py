@@ -312,6 +312,13 @@ def _channel_for(request: SendRequest, lookups: _Lookups) -> Channel:
     active = [c for c in lookups.channels.values() if c.is_active]
     if len(active) == 1:
         return active[0]
+    if not active:
+        raise SendRefused(
+            "The organization has no active channel to send from.",
+            code="no_active_channel",
+            status=409,
+            field="channel",
+        )
     raise SendRefused(
         f"Name the channel to send from: the organization has {len(active)} active channels.",
         code="channel_required",

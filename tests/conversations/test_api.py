@@ -183,6 +183,17 @@ def test_another_organizations_channel_is_not_found(
     assert not Message.objects.exists()
 
 
+def test_an_organization_without_an_active_channel_is_told_so(
+    api: ApiCaller, meta_channel, chatting_contact
+):
+    Channel.objects.filter(id=meta_channel.id).update(is_active=False)
+
+    response = api.send(**text())
+
+    assert response.status_code == 409
+    assert response.json()["code"] == "no_active_channel"
+
+
 def test_an_inactive_channel_is_refused_with_the_reason(
     api: ApiCaller, meta_channel, chatting_contact
 ):

@@ -21,7 +21,7 @@ def test_the_schema_validates_without_warnings(tmp_path):
     for route in ("/api/messaging/send/", "/api/messaging/send/bulk/", "/api/messages/"):
         assert route in schema["paths"]
     send = schema["paths"]["/api/messaging/send/"]["post"]
-    assert {"200", "202", "400", "404", "409", "422"} <= set(send["responses"])
+    assert {"200", "202", "400", "401", "404", "409", "422"} <= set(send["responses"])
     assert "/api/messages/{message_id}/" in schema["paths"]
 
 
