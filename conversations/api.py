@@ -134,7 +134,11 @@ class TemplateButtonInput(serializers.Serializer):  # type: ignore[type-arg]
 
 class TemplateInput(serializers.Serializer):  # type: ignore[type-arg]
     name = serializers.CharField(max_length=512)
-    language = serializers.CharField(max_length=15, default="en_US")
+    language = serializers.CharField(
+        max_length=15,
+        required=False,
+        help_text="The template's language code, e.g. en_US; optional when it has only one.",
+    )
     parameters = TemplateParametersField(
         required=False, help_text="The body's parameters: a list, or an object for named ones."
     )

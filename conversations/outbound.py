@@ -11,9 +11,10 @@ together, a handful of queries whatever its size; each item still passes or fail
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -235,6 +236,9 @@ def _plan(
             status=400,
             field="to",
         ) from None
+    if request.template is not None and not request.template.get("language"):
+        language = _template_language(channel, str(request.template["name"]), lookups)
+        request = replace(request, template={**request.template, "language": language})
     message_type, content, text = _content(request)
     priority = PRIORITIES[request.priority]
     fingerprint = (
@@ -401,6 +405,29 @@ def _quoted(
 # --- Templates ----------------------------------------------------------------------------
 
 
+def _template_language(channel: Channel, name: str, lookups: _Lookups) -> str:
+    """The language of the channel's only template of that name, when none was given."""
+    languages = sorted(
+        language
+        for channel_id, template_name, language in lookups.templates
+        if channel_id == channel.id and template_name == name
+    )
+    if len(languages) == 1:
+        return languages[0]
+    if not languages:
+        raise SendRefused(
+            f"Channel {channel.id} has no template named '{name}'.",
+            code="template_not_found",
+            field="template",
+        )
+    raise SendRefused(
+        f"Template '{name}' exists in several languages ({', '.join(languages)}): "
+        "name the language.",
+        code="template_language_required",
+        field="template",
+    )
+
+
 def _template_for(
     channel: Channel, request: Mapping[str, Any], lookups: _Lookups
 ) -> MessageTemplate:
@@ -453,9 +480,8 @@ def template_slots(*, body: str, components: Iterable[Any]) -> TemplateSlots:
     header_media = None
     buttons: dict[int, str] = {}
     quick_replies: set[int] = set()
-    for component in components if isinstance(components, list) else []:
-        if not isinstance(component, dict):
-            continue
+    components_list = [c for c in components if isinstance(c, dict)] if components else []
+    for component in components_list:
         kind = str(component.get("type", "")).upper()
         if kind == "BODY":
             body_text = str(component.get("text", ""))
@@ -474,8 +500,24 @@ def template_slots(*, body: str, components: Iterable[Any]) -> TemplateSlots:
                     buttons[index] = "copy_code"
                 elif button_type == "QUICK_REPLY":
                     quick_replies.add(index)
+    body_names = _placeholders(body_text if body_text is not None else body)
+    if any(str(c.get("type", "")).startswith("twilio/") for c in components_list):
+        # Twilio Content: one set of variables for the body, media and action URLs alike,
+        # all sent as the body's parameters (ContentVariables).
+        for name in _placeholders(json.dumps(components_list)):
+            if name not in body_names:
+                body_names.append(name)
+        if all(name.isdigit() for name in body_names):
+            body_names.sort(key=int)
+        return TemplateSlots(
+            body=body_names,
+            header_text=[],
+            header_media=None,
+            buttons={},
+            quick_replies=frozenset(),
+        )
     return TemplateSlots(
-        body=_placeholders(body_text if body_text is not None else body),
+        body=body_names,
         header_text=header_text,
         header_media=header_media,
         buttons=buttons,

@@ -610,3 +610,57 @@ def test_a_reply_must_quote_the_same_conversation(api: ApiCaller, meta_channel, 
 
     assert response.status_code == 422
     assert response.json()["code"] == "reply_to_other_conversation"
+
+
+def test_the_language_may_be_left_out_when_the_template_has_one(api: ApiCaller, meta_channel):
+    MessageTemplateFactory(channel=meta_channel, name="order_shipped", language="de")
+
+    response = api.send(
+        to=NUMBER, type="template", template={"name": "order_shipped", "parameters": ["#1"]}
+    )
+
+    assert response.status_code == 202
+    assert Message.objects.get().content["template"]["language"] == "de"
+
+
+def test_the_language_is_needed_when_the_template_has_several(api: ApiCaller, meta_channel):
+    for language in ("de", "en_US"):
+        MessageTemplateFactory(channel=meta_channel, name="order_shipped", language=language)
+
+    response = api.send(
+        to=NUMBER, type="template", template={"name": "order_shipped", "parameters": ["#1"]}
+    )
+
+    assert response.status_code == 422
+    assert response.json()["code"] == "template_language_required"
+    assert "de, en_US" in response.json()["detail"]
+
+
+def test_twilio_content_variables_of_urls_are_parameters_too(api: ApiCaller, organization):
+    channel = TwilioChannelFactory(organization=organization)
+    MessageTemplateFactory(
+        channel=channel,
+        name="order_tracking",
+        language="en",
+        body="Hi {{1}}, your order is on its way.",
+        provider_template_id="HX" + "1" * 32,
+        components=[
+            {
+                "type": "twilio/call-to-action",
+                "body": "Hi {{1}}, your order is on its way.",
+                "actions": [
+                    {"type": "URL", "title": "Track", "url": "https://t.example.com/{{2}}"}
+                ],
+            },
+        ],
+    )
+
+    one = api.send(**template("order_tracking", ["Dana"], spec={"language": "en"}))
+    both = api.send(**template("order_tracking", ["Dana", "48213"], spec={"language": "en"}))
+
+    assert one.status_code == 422
+    assert "{{1}}, {{2}}" in one.json()["detail"]
+    assert both.status_code == 202
+    content = Message.objects.get().content["template"]
+    assert content["provider_template_id"] == "HX" + "1" * 32
+    assert content["body_parameters"] == ["Dana", "48213"]
