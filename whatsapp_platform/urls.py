@@ -14,4 +14,5 @@ urlpatterns = [
     path("webhooks/", include("webhooks.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/v1/organization", OrganizationDetailApi.as_view(), name="api-organization"),
+    path("api/campaigns/", include("campaigns.urls")),
 ]
