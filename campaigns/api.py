@@ -237,8 +237,8 @@ class CampaignAudienceImportApi(CampaignApi):
         too_large = Refused(f"The file is larger than the limit of {limit // (1024 * 1024)} MB.")
         if int(request.META.get("CONTENT_LENGTH") or 0) > limit:
             raise too_large
-        file = request.data.get("file")
-        if not hasattr(file, "read"):
+        file: IO[bytes] | None = request.data.get("file")
+        if file is None or not hasattr(file, "read"):
             raise Refused("Send the CSV as a multipart field named file or as a text/csv body.")
         report = audience_import(campaign_id=campaign.id, file=file)
         return Response(AudienceReportSerializer(report.as_dict()).data)
