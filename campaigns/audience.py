@@ -109,6 +109,8 @@ def _rows(file: IO[bytes]) -> Iterator[list[str]]:
     )
     try:
         first = text.readline()
+        if not first.strip():
+            raise AudienceFileError("The file is empty: the first line must name the columns.")
         delimiter = max(DELIMITERS, key=first.count)
         yield from csv.reader(itertools.chain([first], text), delimiter=delimiter, strict=True)
     except UnicodeDecodeError:
@@ -189,9 +191,7 @@ def audience_import(
     campaign = Campaign.objects.select_for_update().select_related("template").get(id=campaign_id)
     campaign_require_editable(campaign)
     rows = _rows(file)
-    header = next(rows, None)
-    if header is None:
-        raise AudienceFileError("The file is empty.")
+    header = next(rows)
     keys = [_header_key(cell) for cell in header]
     phone_index = next((keys.index(name) for name in PHONE_COLUMNS if name in keys), None)
     if phone_index is None:
