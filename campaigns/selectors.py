@@ -69,28 +69,31 @@ def campaign_preview(*, campaign: Campaign) -> CampaignPreview:
         Q(contact__wa_id__isnull=True) | ~Q(contact__wa_id__regex=WA_ID_PATTERN)
     )
     excluded = opted_out | invalid
-    held = Q(pk__in=[])
-    capped = Q(pk__in=[])
+    exclusions: dict[str, Any] = {
+        "opted_out": Count("id", filter=opted_out),
+        "invalid_numbers": Count("id", filter=invalid),
+    }
     if is_marketing:
         held = ~excluded & Q(contact__marketing_held_until__gt=now)
         excluded |= held
         capped = ~excluded & Q(contact__last_marketing_at__gte=cap_since)
         excluded |= capped
+        exclusions |= {
+            "marketing_held": Count("id", filter=held),
+            "frequency_capped": Count("id", filter=capped),
+        }
     eligible = ~excluded
     initiated_recently = Conversation.objects.filter(
         channel_id=campaign.channel_id,
         contact_id=OuterRef("contact_id"),
         business_initiated_at__gte=since,
     )
-    counts = (
+    counts = {"marketing_held": 0, "frequency_capped": 0} | (
         CampaignAudience.objects.filter(campaign_id=campaign.id)
         .annotate(initiated_recently=Exists(initiated_recently))
         .aggregate(
             recipients=Count("id"),
-            opted_out=Count("id", filter=opted_out),
-            invalid_numbers=Count("id", filter=invalid),
-            marketing_held=Count("id", filter=held),
-            frequency_capped=Count("id", filter=capped),
+            **exclusions,
             eligible=Count("id", filter=eligible),
             new_conversations=Count(
                 "id",
@@ -100,7 +103,7 @@ def campaign_preview(*, campaign: Campaign) -> CampaignPreview:
             ),
         )
     )
-    tier = campaign.channel.messaging_tier
+    tier = None if campaign.channel.messaging_tier is None else int(campaign.channel.messaging_tier)
     tier_used = Conversation.objects.filter(
         channel_id=campaign.channel_id, business_initiated_at__gte=since
     ).count()

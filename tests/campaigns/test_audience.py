@@ -25,7 +25,9 @@ def _import(campaign: Campaign, text: str | bytes):
 def test_rows_become_recipients_with_their_variables_and_contacts() -> None:
     campaign = CampaignFactory()  # body: "Your order {{1}} has shipped."
 
-    report = _import(campaign, "Phone,{{1}},Notes\n+44 7911 123461,A-1001,vip\n447911123462,A-1002,\n")
+    report = _import(
+        campaign, "Phone,{{1}},Notes\n+44 7911 123461,A-1001,vip\n447911123462,A-1002,\n"
+    )
 
     assert report.rows == 2
     assert report.imported == 2
@@ -160,9 +162,7 @@ def test_a_file_over_the_size_limit_is_refused(settings) -> None:
     assert not CampaignAudience.objects.filter(campaign=campaign).exists()
 
 
-def test_adding_recipients_to_an_approved_campaign_sends_it_back_to_draft(
-    sender, approver
-) -> None:
+def test_adding_recipients_to_an_approved_campaign_sends_it_back_to_draft(sender, approver) -> None:
     campaign = CampaignFactory()
     services.campaign_submit(campaign_id=campaign.id, user=sender)
     services.campaign_approve(campaign_id=campaign.id, user=approver)
