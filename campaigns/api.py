@@ -108,7 +108,7 @@ class CampaignApi(APIView):
 
 
 class CampaignListApi(CampaignApi):
-    class InputSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    class CampaignCreateSerializer(serializers.Serializer):  # type: ignore[type-arg]
         name = serializers.CharField(max_length=200)
         template_id = serializers.IntegerField()
         scheduled_for = serializers.DateTimeField(required=False, allow_null=True)
@@ -123,6 +123,7 @@ class CampaignListApi(CampaignApi):
     @extend_schema(
         tags=TAGS,
         summary="List the organization's campaigns, newest first",
+        operation_id="campaigns_list",
         responses={200: PageSerializer, 401: ErrorSerializer},
     )
     def get(self, request: Request) -> Response:
@@ -137,11 +138,11 @@ class CampaignListApi(CampaignApi):
     @extend_schema(
         tags=TAGS,
         summary="Create a draft campaign sending one of the organization's templates",
-        request=InputSerializer,
+        request=CampaignCreateSerializer,
         responses={201: CampaignOutputSerializer, **ERRORS},
     )
     def post(self, request: Request) -> Response:
-        serializer = self.InputSerializer(data=request.data)
+        serializer = self.CampaignCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         campaign = services.campaign_create(
             organization=request.user.organization,  # type: ignore[union-attr]
@@ -151,7 +152,7 @@ class CampaignListApi(CampaignApi):
 
 
 class CampaignDetailApi(CampaignApi):
-    class InputSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    class CampaignUpdateSerializer(serializers.Serializer):  # type: ignore[type-arg]
         name = serializers.CharField(max_length=200, required=False)
         template_id = serializers.IntegerField(required=False)
         scheduled_for = serializers.DateTimeField(required=False, allow_null=True)
@@ -170,12 +171,12 @@ class CampaignDetailApi(CampaignApi):
         summary="Change a campaign; a new template or schedule needs a new approval",
         description="A pending, approved or scheduled campaign whose template or schedule "
         "changes goes back to draft. Running and finished campaigns cannot be changed.",
-        request=InputSerializer,
+        request=CampaignUpdateSerializer,
         responses={200: CampaignOutputSerializer, **ERRORS},
     )
     def patch(self, request: Request, campaign_id: int) -> Response:
         campaign = self.campaign(request, campaign_id)
-        serializer = self.InputSerializer(data=request.data)
+        serializer = self.CampaignUpdateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         return self.answer(
             services.campaign_update(campaign_id=campaign.id, **serializer.validated_data)
@@ -228,7 +229,7 @@ class CampaignAudienceImportApi(CampaignApi):
         },
         responses={200: AudienceReportSerializer, 415: ErrorSerializer, **ERRORS},
         examples=[
-            OpenApiExample("CSV", value="phone,1\n+447700900461,A-1001\n", media_type="text/csv")
+            OpenApiExample("CSV", value="phone,1\n+447911123461,A-1001\n", media_type="text/csv")
         ],
     )
     def post(self, request: Request, campaign_id: int) -> Response:
@@ -349,10 +350,12 @@ class CampaignSubmitApi(CampaignActionApi):
 
 
 class CampaignScheduleApi(CampaignActionApi):
-    class InputSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    class ScheduleSerializer(serializers.Serializer):  # type: ignore[type-arg]
         scheduled_for = serializers.DateTimeField()
 
-    @_action_schema("Schedule an approved campaign for a future time", InputSerializer)
+    InputSerializer = ScheduleSerializer
+
+    @_action_schema("Schedule an approved campaign for a future time", ScheduleSerializer)
     def post(self, request: Request, campaign_id: int) -> Response:
         return super().post(request, campaign_id)
 
@@ -450,13 +453,15 @@ class CampaignApproveApi(CampaignApprovalApi):
 
 
 class CampaignRejectApi(CampaignApprovalApi):
-    class InputSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    class RejectSerializer(serializers.Serializer):  # type: ignore[type-arg]
         reason = serializers.CharField(max_length=2000)
+
+    InputSerializer = RejectSerializer
 
     @extend_schema(
         tags=TAGS,
         summary="Reject a pending campaign, saying why (staff approvers only)",
-        request=InputSerializer,
+        request=RejectSerializer,
         responses={200: CampaignOutputSerializer, **ERRORS},
         description=APPROVAL_AUTH,
     )

@@ -31,9 +31,12 @@ def second_approver() -> User:
 
 def add_audience(campaign: Campaign, contacts: Iterable[Contact] | int) -> list[CampaignAudience]:
     """Recipients for a campaign: the given contacts, or that many new ones."""
-    if isinstance(contacts, int):
-        contacts = ContactFactory.create_batch(contacts, organization=campaign.organization)
+    people: Iterable[Contact] = (
+        ContactFactory.create_batch(contacts, organization=campaign.organization)
+        if isinstance(contacts, int)
+        else contacts
+    )
     return CampaignAudience.objects.bulk_create(
         CampaignAudience(campaign=campaign, contact=contact, variables={"1": "A-1"})
-        for contact in contacts
+        for contact in people
     )
