@@ -16,13 +16,14 @@ from __future__ import annotations
 import csv
 import io
 import itertools
+import json
 import re
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import IO, Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 
 from campaigns.models import Campaign, CampaignAudience, MessageTemplate
 from campaigns.services import campaign_back_to_draft, campaign_require_editable
@@ -123,6 +124,52 @@ def _rows(file: IO[bytes]) -> Iterator[list[str]]:
         text.detach()
 
 
+# PostgreSQL takes a batch as arrays in one statement, far faster than an ORM bulk insert;
+# other databases (the embedded SQLite default) use the ORM. Existing rows are kept as they are.
+_CONTACTS_INSERT = """
+    INSERT INTO conversations_contact
+        (organization_id, wa_id, username, profile_name, created_at, updated_at)
+    SELECT %s, wa_id, '', '', now(), now() FROM unnest(%s::varchar[]) AS wa_id
+    ON CONFLICT (organization_id, wa_id) DO NOTHING
+"""
+_AUDIENCE_INSERT = """
+    INSERT INTO campaigns_campaignaudience
+        (campaign_id, contact_id, variables, state, skip_reason, created_at, updated_at)
+    SELECT campaign_id, contact_id, variables::jsonb, state, skip_reason, now(), now()
+    FROM unnest(%s::bigint[], %s::bigint[], %s::text[], %s::varchar[], %s::varchar[])
+        AS t(campaign_id, contact_id, variables, state, skip_reason)
+    ON CONFLICT (campaign_id, contact_id) DO NOTHING
+"""
+
+
+def _contacts_insert_missing(organization_id: int, wa_ids: list[str]) -> None:
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(_CONTACTS_INSERT, [organization_id, wa_ids])
+        return
+    Contact.objects.bulk_create(
+        [Contact(organization_id=organization_id, wa_id=wa_id) for wa_id in wa_ids],
+        ignore_conflicts=True,
+    )
+
+
+def _audience_insert(entries: list[CampaignAudience]) -> None:
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(
+                _AUDIENCE_INSERT,
+                [
+                    [e.campaign_id for e in entries],
+                    [e.contact_id for e in entries],
+                    [json.dumps(e.variables) for e in entries],
+                    [e.state for e in entries],
+                    [e.skip_reason for e in entries],
+                ],
+            )
+        return
+    CampaignAudience.objects.bulk_create(entries, ignore_conflicts=True)
+
+
 class _Batch:
     def __init__(self, campaign: Campaign, report: AudienceImportReport) -> None:
         self.campaign = campaign
@@ -139,11 +186,7 @@ class _Batch:
             return
         organization_id = self.campaign.organization_id
         wa_ids = [wa_id for _, wa_id, _ in self.rows]
-        # Contacts upserted in one insert: existing ones are kept as they are.
-        Contact.objects.bulk_create(
-            [Contact(organization_id=organization_id, wa_id=wa_id) for wa_id in wa_ids],
-            ignore_conflicts=True,
-        )
+        _contacts_insert_missing(organization_id, wa_ids)
         contacts = {
             wa_id: (contact_id, opted_out_at is not None)
             for wa_id, contact_id, opted_out_at in Contact.objects.filter(
@@ -172,7 +215,7 @@ class _Batch:
                 self.report.opted_out += 1
                 self.report.add_problem(row, "opted_out", "Opted out: imported as skipped.")
             entries.append(entry)
-        CampaignAudience.objects.bulk_create(entries, ignore_conflicts=True)
+        _audience_insert(entries)
         self.report.imported += len(entries)
         self.rows = []
 

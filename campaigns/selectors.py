@@ -7,7 +7,18 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Count, Exists, OuterRef, Q, QuerySet
+from django.db.models import (
+    BooleanField,
+    Case,
+    CharField,
+    Count,
+    Exists,
+    OuterRef,
+    Q,
+    QuerySet,
+    Value,
+    When,
+)
 from django.utils import timezone
 
 from campaigns.models import Campaign, CampaignAudience, MessageTemplate
@@ -64,45 +75,62 @@ def campaign_preview(*, campaign: Campaign) -> CampaignPreview:
     is_marketing = campaign.template.category == MessageTemplate.Category.MARKETING
     cap_since = now - timedelta(hours=settings.MARKETING_FREQUENCY_CAP_HOURS)
 
-    opted_out = Q(state=CampaignAudience.State.SKIPPED) | Q(contact__opted_out_at__isnull=False)
-    invalid = ~opted_out & (
-        Q(contact__wa_id__isnull=True) | ~Q(contact__wa_id__regex=WA_ID_PATTERN)
-    )
-    excluded = opted_out | invalid
-    exclusions: dict[str, Any] = {
-        "opted_out": Count("id", filter=opted_out),
-        "invalid_numbers": Count("id", filter=invalid),
-    }
+    # Each recipient's first reason to be left out, in one pass over the audience.
+    reasons = [
+        When(
+            Q(state=CampaignAudience.State.SKIPPED) | Q(contact__opted_out_at__isnull=False),
+            then=Value("opted_out"),
+        ),
+        When(
+            Q(contact__wa_id__isnull=True) | ~Q(contact__wa_id__regex=WA_ID_PATTERN),
+            then=Value("invalid_numbers"),
+        ),
+    ]
     if is_marketing:
-        held = ~excluded & Q(contact__marketing_held_until__gt=now)
-        excluded |= held
-        capped = ~excluded & Q(contact__last_marketing_at__gte=cap_since)
-        excluded |= capped
-        exclusions |= {
-            "marketing_held": Count("id", filter=held),
-            "frequency_capped": Count("id", filter=capped),
-        }
-    eligible = ~excluded
+        reasons += [
+            When(contact__marketing_held_until__gt=now, then=Value("marketing_held")),
+            When(contact__last_marketing_at__gte=cap_since, then=Value("frequency_capped")),
+        ]
     initiated_recently = Conversation.objects.filter(
         channel_id=campaign.channel_id,
         contact_id=OuterRef("contact_id"),
         business_initiated_at__gte=since,
     )
-    counts = {"marketing_held": 0, "frequency_capped": 0} | (
+    groups = (
         CampaignAudience.objects.filter(campaign_id=campaign.id)
-        .annotate(initiated_recently=Exists(initiated_recently))
-        .aggregate(
-            recipients=Count("id"),
-            **exclusions,
-            eligible=Count("id", filter=eligible),
-            new_conversations=Count(
-                "id",
-                filter=eligible
-                & ~Q(contact__last_inbound_at__gte=since)
-                & Q(initiated_recently=False),
+        .annotate(
+            reason=Case(*reasons, default=Value("eligible"), output_field=CharField()),
+            # A new business-initiated conversation: no open window, none opened in 24 hours.
+            opens=Case(
+                When(
+                    Q(contact__last_inbound_at__gte=since) | Exists(initiated_recently),
+                    then=Value(False),
+                ),
+                default=Value(True),
+                output_field=BooleanField(),
             ),
         )
+        .values("reason", "opens")
+        .annotate(count=Count("id"))
+        .order_by()
     )
+    counts = dict.fromkeys(
+        (
+            "recipients",
+            "opted_out",
+            "invalid_numbers",
+            "marketing_held",
+            "frequency_capped",
+            "eligible",
+            "new_conversations",
+        ),
+        0,
+    )
+    for group in groups:
+        counts["recipients"] += group["count"]
+        counts[group["reason"]] += group["count"]
+        if group["reason"] == "eligible" and group["opens"]:
+            counts["new_conversations"] += group["count"]
     tier = None if campaign.channel.messaging_tier is None else int(campaign.channel.messaging_tier)
     tier_used = Conversation.objects.filter(
         channel_id=campaign.channel_id, business_initiated_at__gte=since
