@@ -87,7 +87,9 @@ class Campaign(TimestampedModel):
             {Status.DRAFT, Status.RUNNING, Status.PAUSED, Status.CANCELLED}
         ),
         Status.RUNNING: frozenset({Status.PAUSED, Status.COMPLETED, Status.CANCELLED}),
-        Status.PAUSED: frozenset({Status.RUNNING, Status.CANCELLED}),
+        # A paused campaign that never started and whose time is still ahead goes back to
+        # scheduled when resumed.
+        Status.PAUSED: frozenset({Status.RUNNING, Status.SCHEDULED, Status.CANCELLED}),
         Status.COMPLETED: frozenset(),
         Status.CANCELLED: frozenset(),
     }

@@ -271,9 +271,16 @@ def campaign_pause(*, campaign_id: int, reason: str = "") -> Campaign:
 
 @transaction.atomic
 def campaign_resume(*, campaign_id: int) -> Campaign:
+    """Sending goes on; a campaign paused before its scheduled time is scheduled again."""
     campaign = Campaign.objects.select_for_update().select_related("template").get(id=campaign_id)
     if campaign.status == Campaign.Status.PAUSED:
         _require_sendable_template(campaign.template)
+        if (
+            campaign.started_at is None
+            and campaign.scheduled_for is not None
+            and campaign.scheduled_for > timezone.now()
+        ):
+            return _campaign_move(campaign_id=campaign_id, to=Campaign.Status.SCHEDULED)
     campaign = _campaign_move(
         campaign_id=campaign_id,
         to=Campaign.Status.RUNNING,

@@ -315,6 +315,24 @@ def test_resume_restarts_sending_but_not_with_a_paused_template(
     assert len(callbacks) == 1
 
 
+def test_a_scheduled_campaign_paused_before_its_time_is_scheduled_again_on_resume(
+    sender, approver, django_capture_on_commit_callbacks
+) -> None:
+    campaign = _approved(sender, approver)
+    when = timezone.now() + timedelta(hours=1)
+    services.campaign_schedule(campaign_id=campaign.id, when=when)
+    services.campaign_pause(campaign_id=campaign.id, reason="Template paused")
+
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        services.campaign_resume(campaign_id=campaign.id)
+
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.SCHEDULED
+    assert campaign.scheduled_for == when
+    assert campaign.started_at is None
+    assert callbacks == []
+
+
 # --- Scheduled launch -----------------------------------------------------------------------
 
 
