@@ -94,6 +94,23 @@ class CampaignAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     list_filter = ("status", "organization", "channel")
     search_fields = ("name",)
     list_select_related = ("organization", "channel", "template", "submitted_by", "approved_by")
+    fields = (
+        "organization",
+        "name",
+        "template",
+        "channel",
+        "scheduled_for",
+        "failure_threshold",
+        "status",
+        "status_reason",
+        "created_by",
+        "submitted_by",
+        "submitted_at",
+        "approved_by",
+        "approved_at",
+        "started_at",
+        "finished_at",
+    )
     readonly_fields = (
         "channel",
         "status",
@@ -137,7 +154,13 @@ class CampaignAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         total = getattr(campaign, "audience_total", 0)
         done = getattr(campaign, "audience_done", 0)
         return format_html(
-            '<progress max="{}" value="{}"></progress> {} / {}', total or 1, done, done, total
+            '<progress max="{}" value="{}" title="{} of {} recipients done" style="width: 6em">'
+            "</progress> {}%",
+            total or 1,
+            done,
+            done,
+            total,
+            round(100 * done / total) if total else 0,
         )
 
     def get_readonly_fields(self, request: HttpRequest, obj: Campaign | None = None) -> Any:

@@ -44,7 +44,8 @@ def test_the_list_shows_each_campaigns_progress(admin_client_) -> None:
 
     page = response.content.decode()
     assert response.status_code == 200
-    assert '<progress max="4" value="2"></progress> 2 / 4' in page
+    assert '<progress max="4" value="2" title="2 of 4 recipients done"' in page
+    assert "</progress> 50%" in page
     assert 'value="launch"' in page
 
 
