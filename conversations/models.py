@@ -159,6 +159,8 @@ class Message(TimestampedModel):
         Status.DELIVERED: 5,
         Status.READ: 6,
     }
+    # Error codes of messages the platform itself did not send (campaign statistics: skipped).
+    SKIP_CODES: ClassVar[tuple[str, ...]] = ("opted_out", "frequency_cap", "marketing_held")
     STATUS_TIMESTAMP: ClassVar[dict[str, str]] = {
         Status.QUEUED: "queued_at",
         Status.SENT: "sent_at",
