@@ -13,6 +13,7 @@ from pathlib import Path
 
 import django_stubs_ext
 import environ
+from celery.schedules import crontab
 from cryptography.fernet import Fernet
 from django.core.exceptions import ImproperlyConfigured
 
@@ -272,12 +273,24 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         "task": "conversations.tasks.prune_pending_statuses",
         "schedule": 24 * 3600.0,
     },
+    # Message templates and their approval status from the providers: daily at 03:15 UTC
+    # (https://crontab.guru/#15_3_*_*_*).
+    "sync-all-templates": {
+        "task": "campaigns.tasks.sync_all_templates",
+        "schedule": crontab(minute="15", hour="3"),
+    },
 }
 
 # --- Providers and webhooks ------------------------------------------------------------------
 META_GRAPH_API_BASE_URL = env.str("META_GRAPH_API_BASE_URL", default="https://graph.facebook.com")
 META_GRAPH_API_VERSION = env.str("META_GRAPH_API_VERSION", default="v26.0")
 TWILIO_API_BASE_URL = env.str("TWILIO_API_BASE_URL", default="https://api.twilio.com")
+TWILIO_CONTENT_API_BASE_URL = env.str(
+    "TWILIO_CONTENT_API_BASE_URL", default="https://content.twilio.com"
+)
+# Seconds to connect to, and then to wait for an answer from, a provider's API.
+PROVIDER_CONNECT_TIMEOUT = env.float("PROVIDER_CONNECT_TIMEOUT", default=5.0)
+PROVIDER_READ_TIMEOUT = env.float("PROVIDER_READ_TIMEOUT", default=15.0)
 # Meta sends up to 1,000 updates and 3 MB in one POST.
 WEBHOOK_MAX_BODY_BYTES = 4 * 1024 * 1024
 DATA_UPLOAD_MAX_MEMORY_SIZE = WEBHOOK_MAX_BODY_BYTES
@@ -334,5 +347,7 @@ LOGGING = {
         "django.db.backends": {"level": "WARNING"},
         "botocore": {"level": "WARNING"},
         "urllib3": {"level": "WARNING"},
+        # twilio-python logs every request's URL and headers at INFO.
+        "twilio": {"level": "WARNING"},
     },
 }
