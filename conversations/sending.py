@@ -181,7 +181,11 @@ def messages_send(*, message_ids: list[int], campaign: bool = False) -> dict[int
 
 
 def _claim(message_ids: list[int]) -> list[int]:
-    """Exactly one worker moves each queued message that is due to `sending`."""
+    """Exactly one worker moves each queued message that is due to `sending`.
+
+    `send_started_at` stays empty until the message is handed to the provider: a claimed
+    message that never got that far is safe to send again.
+    """
     if not message_ids:
         return []
     now = timezone.now()
@@ -189,12 +193,11 @@ def _claim(message_ids: list[int]) -> list[int]:
     marks = ", ".join(["%s"] * len(message_ids))
     with connection.cursor() as cursor:
         cursor.execute(
-            f"UPDATE {table} SET status = %s, send_started_at = %s, updated_at = %s "  # noqa: S608
+            f"UPDATE {table} SET status = %s, send_started_at = NULL, updated_at = %s "  # noqa: S608
             f"WHERE id IN ({marks}) AND status = %s AND direction = %s "
             "AND (next_attempt_at IS NULL OR next_attempt_at <= %s) RETURNING id",
             [
                 Status.SENDING,
-                now,
                 now,
                 *message_ids,
                 Status.QUEUED,
@@ -281,6 +284,16 @@ class _ChannelSend:
         return self.messages[0].channel
 
     def run(self) -> None:
+        try:
+            self._run()
+        except Exception:
+            # Messages not handed to the provider yet are safe to send again.
+            Message.objects.filter(
+                id__in=[m.id for m in self.messages], status=Status.SENDING, send_started_at=None
+            ).update(status=Status.QUEUED, updated_at=timezone.now())
+            raise
+
+    def _run(self) -> None:
         ready = self._check_rules(self.messages)
         if not ready:
             return
@@ -467,6 +480,10 @@ class _ChannelSend:
                         time.sleep(max(0.005, reservation.delay - pacing.CAMPAIGN_HORIZON))
                     continue
                 first = time.monotonic() + reservation.delay
+                batch = list(pending)[: reservation.granted]
+                Message.objects.filter(id__in=[m.id for m in batch]).update(
+                    send_started_at=timezone.now()
+                )
                 for index in range(reservation.granted):
                     message = pending.popleft()
                     at = first + index * reservation.interval
@@ -646,7 +663,13 @@ def messages_sweep(*, overdue_after: float | None = None, limit: int = 1000) -> 
         status=Status.UNKNOWN, updated_at=now
     )
     if unknown:
-        logger.warning("%s send(s) claimed by a worker that died are now unknown", unknown)
+        logger.warning(
+            "%s send(s) handed to the provider by a worker that died are unknown", unknown
+        )
+    # Claimed by a worker that died before handing them to the provider: sent again.
+    Message.objects.filter(
+        status=Status.SENDING, send_started_at=None, updated_at__lt=lease
+    ).update(status=Status.QUEUED, next_attempt_at=None, updated_at=now)
     after = settings.MESSAGE_REQUEUE_AFTER_SECONDS if overdue_after is None else overdue_after
     cutoff = now - timedelta(seconds=after)
     overdue = list(
