@@ -336,6 +336,8 @@ class _Handler(BaseHTTPRequestHandler):
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    # Bursts of concurrent sends connect at once, as they do to the real APIs.
+    request_queue_size = 256
     state: ProviderState
 
 

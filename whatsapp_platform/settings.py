@@ -272,6 +272,12 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         "task": "campaigns.tasks.launch_due_campaigns",
         "schedule": 60.0,
     },
+    # Sends whose task never reached the broker, and claimed ones whose worker died: every
+    # minute.
+    "sweep-sends": {
+        "task": "conversations.tasks.sweep_sends",
+        "schedule": 60.0,
+    },
     # Statuses for message ids that never showed up: daily.
     "prune-pending-statuses": {
         "task": "conversations.tasks.prune_pending_statuses",
@@ -315,11 +321,20 @@ OPT_IN_KEYWORDS = [w.upper() for w in env.list("OPT_IN_KEYWORDS", default=["STAR
 CAMPAIGN_RATE_SHARE = env.float("CAMPAIGN_RATE_SHARE", default=0.8)
 # Retryable provider errors are retried with exponential back-off and jitter, this many times.
 MESSAGE_SEND_MAX_RETRIES = env.int("MESSAGE_SEND_MAX_RETRIES", default=5)
-MESSAGE_SEND_RETRY_BACKOFF = env.int("MESSAGE_SEND_RETRY_BACKOFF", default=2)
+MESSAGE_SEND_RETRY_BACKOFF = env.float("MESSAGE_SEND_RETRY_BACKOFF", default=2.0)
 # Meta's pair rate limit: about one message every 6 seconds to the same user.
 PAIR_RATE_SECONDS = env.float("PAIR_RATE_SECONDS", default=6.0)
 # At most one marketing template per contact in this many hours, across all campaigns.
 MARKETING_FREQUENCY_CAP_HOURS = env.int("MARKETING_FREQUENCY_CAP_HOURS", default=24)
+# A message still `queued` this long after its task was due is enqueued again (a lost publish).
+MESSAGE_REQUEUE_AFTER_SECONDS = env.int("MESSAGE_REQUEUE_AFTER_SECONDS", default=60)
+# A message `sending` for longer than a task may run was claimed by a worker that died: its
+# outcome is unknown, and it is reconciled from the status webhooks instead of being resent.
+MESSAGE_SEND_LEASE_SECONDS = env.int(
+    "MESSAGE_SEND_LEASE_SECONDS", default=CELERY_TASK_TIME_LIMIT + 60
+)
+# Provider calls of one chunk of sends in flight at once (1,000/s at 50 ms needs about 50).
+MESSAGE_SEND_CONCURRENCY = env.int("MESSAGE_SEND_CONCURRENCY", default=100)
 
 # --- Archive storage --------------------------------------------------------------------------
 ARCHIVE_S3_BUCKET = env.str("ARCHIVE_S3_BUCKET", default="")
