@@ -75,3 +75,14 @@ def test_migrations_match_the_models() -> None:
     result = manage("makemigrations", "--check", "--dry-run", env={})
 
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_documented_production_environment_passes_the_deploy_checks() -> None:
+    from tests.deploy.environment import documented_environment, run_manage
+
+    result = run_manage(
+        "check", "--deploy", "--fail-level", "WARNING", env=documented_environment()
+    )
+
+    assert result.returncode == 0, result.stderr + result.stdout
+    assert "no issues" in result.stdout
