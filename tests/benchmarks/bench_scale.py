@@ -76,12 +76,17 @@ def machine_busy() -> tuple[float, float]:
     return sum(values) - idle, sum(values)
 
 
-def cpu_split(
-    before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]], seconds: float
-) -> str:
+def cpu_used(
+    before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]]
+) -> dict[str, float]:
+    """CPU seconds each part used in between."""
     parts: dict[str, float] = {}
     for pid, (part, used) in after.items():
         parts[part] = parts.get(part, 0.0) + used - before.get(pid, (part, 0.0))[1]
+    return parts
+
+
+def cpu_split(parts: dict[str, float], seconds: float) -> str:
     ordered = sorted(parts.items(), key=lambda item: -item[1])
     return ", ".join(f"{part} {100 * used / seconds:.0f}%" for part, used in ordered)
 
@@ -164,6 +169,7 @@ def main() -> None:
         os.environ["DJANGO_SETTINGS_MODULE"] = "whatsapp_platform.settings"
         django.setup()
         from django.db import connection
+        from django.db.models import Max
 
         from conversations.models import Contact, Message
         from tests.factories import ChannelFactory
@@ -237,7 +243,7 @@ def main() -> None:
             while backlog.filter(state="queued").exists():
                 time.sleep(0.1)
             drained_at = time.monotonic()
-            split = cpu_split(before, process_cpu(database, pids, moto.pid), drained_at - ready_at)
+            used = cpu_used(before, process_cpu(database, pids, moto.pid))
             busy_after = machine_busy()
             machine = (busy_after[0] - busy_before[0]) / (busy_after[1] - busy_before[1])
             for process in processes[-workers:]:
@@ -246,7 +252,8 @@ def main() -> None:
 
             assert not backlog.filter(state="failed").exists(), "some events failed"
             in_window = backlog.filter(processed_at__gte=all_ready)
-            last = max(in_window.values_list("processed_at", flat=True))
+            last = in_window.aggregate(last=Max("processed_at"))["last"]
+            assert last is not None, "no event was processed with every worker consuming"
             rate = in_window.count() / max((last - all_ready).total_seconds(), 1e-3)
             rates[workers] = rate
             print(
@@ -254,7 +261,16 @@ def main() -> None:
                 f"processed with all consuming, {rate:.0f} events/s",
                 flush=True,
             )
-            print(f"  CPU while draining (100% = one core): {split}", flush=True)
+            print(
+                f"  CPU while draining (100% = one core): {cpu_split(used, drained_at - ready_at)}",
+                flush=True,
+            )
+            # Flat across worker counts when the workers do not wait on one another.
+            print(
+                f"  {in_window.count() / max(used.get('workers', 0.0), 1e-3):.0f} events per "
+                "second of worker CPU",
+                flush=True,
+            )
             print(
                 f"  the whole machine was {100 * machine:.0f}% busy "
                 f"({os.cpu_count()} cores, other users' processes included)",
