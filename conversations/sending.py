@@ -9,8 +9,10 @@ provider again.
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -143,3 +145,41 @@ def message_send(*, message_id: int) -> str:
             message_id=message_id, provider_message_id=result.provider_message_id
         )
     return Status.SENT
+
+
+_chunk_pool: ThreadPoolExecutor | None = None
+
+
+def messages_send(*, message_ids: list[int], campaign: bool = False) -> dict[int, str]:
+    """Send a chunk of queued messages concurrently; returns each message's status after.
+
+    A plain thread pool over `message_send`: no pacing. A retryable failure leaves the message
+    queued and hands it to the send task, which retries it with back-off.
+    """
+    global _chunk_pool
+    if _chunk_pool is None:
+        # Threads keep their database connections between chunks.
+        _chunk_pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="send")
+
+    def send(message_id: int) -> str:
+        try:
+            status = message_send(message_id=message_id)
+        except ProviderRetryableError:
+            from conversations.tasks import send_message
+
+            send_message.apply_async(
+                args=(message_id,), countdown=settings.MESSAGE_SEND_RETRY_BACKOFF
+            )
+            return Status.QUEUED
+        if status == Status.SENT:
+            _marketing_sent_record(message_id)
+        return status
+
+    return dict(zip(message_ids, _chunk_pool.map(send, message_ids), strict=True))
+
+
+def _marketing_sent_record(message_id: int) -> None:
+    """A marketing template counts towards its contact's frequency cap once it is sent."""
+    message = Message.objects.only("contact_id", "content").get(id=message_id)
+    if message.content.get("template", {}).get("category") == "marketing":
+        Contact.objects.filter(id=message.contact_id).update(last_marketing_at=timezone.now())
