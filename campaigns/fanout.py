@@ -111,7 +111,8 @@ def campaign_chunks_send(*, campaign_id: int) -> bool:
 
 def chunk_size(campaign: Campaign) -> int:
     rate = int(campaign.channel.messages_per_second or CHUNK_MAX)
-    return max(1, min(CHUNK_MAX, rate // max(1, settings.CAMPAIGN_FANOUT_SENDERS)))
+    senders = max(1, int(settings.CAMPAIGN_FANOUT_SENDERS))
+    return max(1, min(CHUNK_MAX, rate // senders))
 
 
 def _skip_reason(contact: Contact, template: MessageTemplate, now: Any) -> str:
