@@ -109,7 +109,9 @@ def slots_reserve(
             cursor.execute(sql, params)
             row = cursor.fetchone()
             if row is not None:
-                return Reservation(granted=count, delay=max(0.0, float(row[0])), interval=row[1])
+                return Reservation(
+                    granted=count, delay=max(0.0, float(row[0])), interval=float(row[1])
+                )
             cursor.execute(
                 f"SELECT EXTRACT(EPOCH FROM next_slot_at - clock_timestamp()) FROM {table} "  # noqa: S608
                 "WHERE channel_id = %s",

@@ -506,11 +506,12 @@ class _ChannelSend:
         code = error.code
         text = str(error)
         if code == META_PAIR_LIMIT:
+            # Not an attempt that counts: the user's pair interval, then it goes.
             if message.conversation_id is not None:
                 Conversation.objects.filter(id=message.conversation_id).update(
                     last_outbound_at=timezone.now()
                 )
-            self._put_back([message], settings.PAIR_RATE_SECONDS)
+            self._put_back([message], error.retry_after or settings.PAIR_RATE_SECONDS)
         elif code in (META_MARKETING_CAP, META_MARKETING_STOPPED):
             hold = MARKETING_CAP_HOLD if code == META_MARKETING_CAP else MARKETING_STOPPED_HOLD
             Contact.objects.filter(id=message.contact_id).update(
@@ -524,7 +525,8 @@ class _ChannelSend:
             if attempts > settings.MESSAGE_SEND_MAX_RETRIES:
                 self._fail([message], code, text, count_attempt=True)
             else:
-                self._put_back([message], retry_delay(attempts), error=error)
+                delay = max(retry_delay(attempts), error.retry_after or 0.0)
+                self._put_back([message], delay, error=error)
         else:
             if isinstance(error, ProviderCredentialError):
                 channel_flag_credential_error(channel_id=message.channel_id, error=text)
