@@ -6,18 +6,57 @@ from typing import Any
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect
+from django.urls import URLPattern, path
 
-from campaigns import services
+from campaigns import services, template_sync
 from campaigns.models import Campaign, CampaignAudience, MessageTemplate
 
 
 @admin.register(MessageTemplate)
 class MessageTemplateAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
-    list_display = ("name", "language", "category", "status", "organization", "channel")
+    list_display = (
+        "name",
+        "language",
+        "category",
+        "status",
+        "organization",
+        "channel",
+        "synced_at",
+    )
     list_filter = ("status", "category", "language", "organization")
     search_fields = ("name", "body")
     list_select_related = ("organization", "channel")
+    actions = ("sync_channels",)
+    # Adds the "Sync all templates" button above the list.
+    change_list_template = "admin/campaigns/messagetemplate/change_list.html"
+
+    def get_urls(self) -> list[URLPattern]:
+        sync_all = self.admin_site.admin_view(self.sync_all_view)
+        return [
+            path("sync/", sync_all, name="campaigns_messagetemplate_sync"),
+            *super().get_urls(),
+        ]
+
+    @admin.action(description="Sync the templates of the selected templates' channels")
+    def sync_channels(self, request: HttpRequest, queryset: QuerySet[MessageTemplate]) -> None:
+        channel_ids = set(queryset.values_list("channel_id", flat=True))
+        count = template_sync.templates_sync_schedule(channel_ids=channel_ids)
+        self.message_user(request, f"Template sync queued for {count} channel(s).")
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        extra_context = {**(extra_context or {}), "can_sync": self.has_change_permission(request)}
+        return super().changelist_view(request, extra_context)
+
+    def sync_all_view(self, request: HttpRequest) -> HttpResponse:
+        if request.method != "POST" or not self.has_change_permission(request):
+            raise PermissionDenied
+        count = template_sync.templates_sync_schedule()
+        self.message_user(request, f"Template sync queued for {count} channel(s).")
+        return redirect("admin:campaigns_messagetemplate_changelist")
 
 
 class CampaignAudienceInline(admin.TabularInline):  # type: ignore[type-arg]

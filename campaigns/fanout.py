@@ -53,9 +53,6 @@ CHUNK_MAX = 250
 STALLED_AFTER = timedelta(seconds=60)
 # A queued campaign message this old is one whose sender died before handing it on.
 ORPHANED_AFTER = timedelta(seconds=60)
-# Failed sends that say nothing about the channel or the template: the pipeline's own checks
-# at send time, counted as skipped, not as failures in a row.
-SKIP_CODES = ("opted_out", "frequency_cap", "marketing_held", "outside_window")
 PLACEHOLDER = re.compile(r"\{\{\s*([\w.]+)\s*\}\}")
 
 
@@ -117,13 +114,13 @@ def chunk_size(campaign: Campaign) -> int:
 
 def _skip_reason(contact: Contact, template: MessageTemplate, now: Any) -> str:
     if contact.opted_out_at is not None:
-        return "opted_out"
+        return Message.ERROR_OPTED_OUT
     if template.category == MessageTemplate.Category.MARKETING:
         cap = timedelta(hours=settings.MARKETING_FREQUENCY_CAP_HOURS)
         if contact.last_marketing_at is not None and contact.last_marketing_at > now - cap:
-            return "frequency_cap"
+            return Message.ERROR_FREQUENCY_CAP
         if contact.marketing_held_until is not None and contact.marketing_held_until > now:
-            return "marketing_held"
+            return Message.ERROR_MARKETING_HELD
     return ""
 
 
@@ -271,7 +268,8 @@ def _failures_count(campaign_id: int, message_ids: list[int]) -> None:
         failures = campaign.consecutive_failures
         last_code = ""
         for status, code in outcomes:
-            if status == Status.FAILED and code not in SKIP_CODES:
+            # Send-time rules (opted out, frequency cap) say nothing of the channel's health.
+            if status == Status.FAILED and code not in Message.SKIP_CODES:
                 failures += 1
                 last_code = code
             elif status in delivered:

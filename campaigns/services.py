@@ -109,11 +109,23 @@ def template_status_apply(
     MessageTemplate.objects.filter(id__in=template_ids).update(
         status=status, updated_at=timezone.now()
     )
-    if status != MessageTemplate.Status.APPROVED:
-        why = f"Template {name} ({language}) is {status}" + (f": {reason}" if reason else ".")
-        for campaign_id in Campaign.objects.filter(
-            template_id__in=template_ids,
-            status__in=(Campaign.Status.RUNNING, Campaign.Status.SCHEDULED),
-        ).values_list("id", flat=True):
-            campaign_pause(campaign_id=campaign_id, reason=why)
+    template_campaigns_pause(
+        template_ids=template_ids, name=name, language=language, status=status, reason=reason
+    )
     return len(template_ids)
+
+
+def template_campaigns_pause(
+    *, template_ids: list[int], name: str, language: str, status: str, reason: str
+) -> None:
+    """Pause the running and scheduled campaigns of templates that can no longer be sent."""
+    from campaigns.models import MessageTemplate
+
+    if status == MessageTemplate.Status.APPROVED:
+        return
+    why = f"Template {name} ({language}) is {status}" + (f": {reason}" if reason else ".")
+    for campaign_id in Campaign.objects.filter(
+        template_id__in=template_ids,
+        status__in=(Campaign.Status.RUNNING, Campaign.Status.SCHEDULED),
+    ).values_list("id", flat=True):
+        campaign_pause(campaign_id=campaign_id, reason=why)
