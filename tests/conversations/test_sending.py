@@ -300,7 +300,8 @@ def test_metas_marketing_refusals_hold_the_contacts_marketing(
     stopped.refresh_from_db()
     assert capped.marketing_held_until is not None
     assert stopped.marketing_held_until is not None
-    assert capped.opted_out_at is None and stopped.opted_out_at is None
+    assert capped.opted_out_at is None
+    assert stopped.opted_out_at is None
     hour = timedelta(hours=1)
     assert capped.marketing_held_until < timezone.now() + timedelta(hours=24) + hour
     assert stopped.marketing_held_until > timezone.now() + timedelta(days=365)
