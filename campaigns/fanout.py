@@ -28,12 +28,12 @@ import logging
 import re
 import time
 from collections import defaultdict
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -112,7 +112,7 @@ def chunk_size(campaign: Campaign) -> int:
     return max(1, min(CHUNK_MAX, rate // senders))
 
 
-def _skip_reason(contact: Contact, template: MessageTemplate, now: Any) -> str:
+def _skip_reason(contact: Contact, template: MessageTemplate, now: datetime) -> str:
     if contact.opted_out_at is not None:
         return Message.ERROR_OPTED_OUT
     if template.category == MessageTemplate.Category.MARKETING:
@@ -199,12 +199,28 @@ def _chunk_take(campaign: Campaign) -> tuple[int, list[int]]:
             for row in to_send
         ]
     )
-    for row, message in zip(to_send, messages, strict=True):
-        row.message = message
-        row.state = CampaignAudience.State.QUEUED
-        row.updated_at = now
-    CampaignAudience.objects.bulk_update(to_send, ["message", "state", "updated_at"])
-    return len(rows), [message.id for message in messages]
+    message_ids = [message.id for message in messages]
+    _rows_link([row.id for row in to_send], message_ids, now)
+    return len(rows), message_ids
+
+
+def _rows_link(row_ids: list[int], message_ids: list[int], now: datetime) -> None:
+    """Link each audience row to its message in one statement (bulk_update's CASE per row
+    costs more than the rest of the chunk)."""
+    if connection.vendor != "postgresql":  # the embedded default, SQLite
+        for row_id, message_id in zip(row_ids, message_ids, strict=True):
+            CampaignAudience.objects.filter(id=row_id).update(
+                message_id=message_id, state=CampaignAudience.State.QUEUED, updated_at=now
+            )
+        return
+    table = connection.ops.quote_name(CampaignAudience._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} AS row SET message_id = link.message_id, state = %s, "  # noqa: S608
+            "updated_at = %s FROM unnest(%s::bigint[], %s::bigint[]) AS link(id, message_id) "
+            "WHERE row.id = link.id",
+            [CampaignAudience.State.QUEUED, now, row_ids, message_ids],
+        )
 
 
 def _conversations_for(campaign: Campaign, contact_ids: list[int]) -> dict[int, int]:

@@ -57,18 +57,18 @@ def wait_port(port: int, timeout: float = 30) -> None:
     raise SystemExit(f"Nothing listens on port {port} after {timeout}s")
 
 
-def cpu_seconds(bench_pid: int) -> dict[str, float]:
-    """CPU time used so far by each part of the set-up, read from /proc."""
+def cpu_seconds(bench_pid: int) -> dict[int, tuple[str, float]]:
+    """CPU seconds used so far by each process of the set-up, by pid, read from /proc."""
     ticks = os.sysconf("SC_CLK_TCK")
-    totals: dict[str, float] = {}
+    used: dict[int, tuple[str, float]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             text = stat.read_text()
             cmdline = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
         except (OSError, UnicodeDecodeError):
             continue
-        fields = text[text.rindex(")") + 2 :].split()
-        if int(stat.parent.name) == bench_pid:
+        pid = int(stat.parent.name)
+        if pid == bench_pid:
             part = "bench + fake Graph API"
         elif "moto_server" in cmdline:
             part = "sqs (moto)"
@@ -78,13 +78,20 @@ def cpu_seconds(bench_pid: int) -> dict[str, float]:
             part = "workers"
         else:
             continue
-        totals[part] = totals.get(part, 0.0) + (int(fields[11]) + int(fields[12])) / ticks
-    return totals
+        fields = text[text.rindex(")") + 2 :].split()
+        used[pid] = (part, (int(fields[11]) + int(fields[12])) / ticks)
+    return used
 
 
-def cpu_split(before: dict[str, float], after: dict[str, float], seconds: float) -> str:
-    parts = sorted(after, key=lambda k: -(after[k] - before.get(k, 0.0)))
-    return ", ".join(f"{k} {100 * (after[k] - before.get(k, 0.0)) / seconds:.0f}%" for k in parts)
+def cpu_split(
+    before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]], seconds: float
+) -> str:
+    """Each part's share of one core, from the processes still running at the end."""
+    totals: dict[str, float] = {}
+    for pid, (part, cpu) in after.items():
+        totals[part] = totals.get(part, 0.0) + cpu - before.get(pid, (part, 0.0))[1]
+    parts = sorted(totals, key=lambda k: -totals[k])
+    return ", ".join(f"{k} {100 * totals[k] / seconds:.0f}%" for k in parts)
 
 
 class FakeGraphApi:
