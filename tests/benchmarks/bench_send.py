@@ -79,7 +79,8 @@ def cpu_seconds(bench_pid: int) -> dict[int, tuple[str, float]]:
         else:
             continue
         fields = text[text.rindex(")") + 2 :].split()
-        used[pid] = (part, (int(fields[11]) + int(fields[12])) / ticks)
+        # With the CPU of its children that have ended: PostgreSQL's closed connections.
+        used[pid] = (part, sum(int(f) for f in fields[11:15]) / ticks)
     return used
 
 
@@ -354,6 +355,8 @@ def main() -> None:
         print(f"received {len(times):,} sends in {span:.2f} s (first to last)")
         print(f"achieved {achieved:.0f} messages/s of a {args.limit}/s limit")
         print(f"most in any one-second window: {window}")
+        per_second = Counter(int(at - times[0]) for at in times) if times else Counter()
+        print("received in each second:", " ".join(str(per_second[k]) for k in sorted(per_second)))
         print(f"recipients messaged more than once: {duplicates}; never messaged: {missed}")
         print(
             f"RESULT achieved_mps={achieved:.0f} limit_mps={args.limit} "
