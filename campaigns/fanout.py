@@ -49,8 +49,10 @@ Status = Message.Status
 # A chunk holds about one second of the channel's rate, shared by the senders, so that a pause
 # takes effect within a second or two.
 CHUNK_MAX = 250
-# No heartbeat for this long: no sender is working on the campaign.
+# No heartbeat for this long: no sender is working on the campaign. Senders write it at most
+# every few seconds.
 STALLED_AFTER = timedelta(seconds=60)
+BEAT_EVERY = timedelta(seconds=5)
 # A queued campaign message this old is one whose sender died before handing it on.
 ORPHANED_AFTER = timedelta(seconds=60)
 PLACEHOLDER = re.compile(r"\{\{\s*([\w.]+)\s*\}\}")
@@ -91,7 +93,9 @@ def campaign_chunks_send(*, campaign_id: int) -> bool:
         if not campaign.template.is_sendable:
             _pause(campaign_id, f"Template {campaign.template} is {campaign.template.status}.")
             return False
-        Campaign.objects.filter(id=campaign_id).update(fanout_heartbeat_at=timezone.now())
+        now = timezone.now()
+        if campaign.fanout_heartbeat_at is None or campaign.fanout_heartbeat_at < now - BEAT_EVERY:
+            Campaign.objects.filter(id=campaign_id).update(fanout_heartbeat_at=now)
         taken, message_ids = _chunk_take(campaign)
         if not taken:
             message_ids = _orphaned_message_ids(campaign_id)
@@ -101,8 +105,9 @@ def campaign_chunks_send(*, campaign_id: int) -> bool:
         if message_ids:
             from conversations.sending import messages_send
 
-            messages_send(message_ids=message_ids, campaign=True)
-            _failures_count(campaign_id, message_ids)
+            statuses = messages_send(message_ids=message_ids, campaign=True)
+            if campaign.consecutive_failures or Status.FAILED in statuses.values():
+                _failures_count(campaign_id, message_ids)
     return True
 
 
