@@ -118,6 +118,8 @@ def chunk_size(campaign: Campaign) -> int:
 
 
 def _skip_reason(contact: Contact, template: MessageTemplate, now: datetime) -> str:
+    if contact.organization_id != template.organization_id:
+        return "not_in_organization"  # never another tenant's contact
     if contact.opted_out_at is not None:
         return Message.ERROR_OPTED_OUT
     if template.category == MessageTemplate.Category.MARKETING:
@@ -136,6 +138,8 @@ def template_content(template: MessageTemplate, variables: dict[str, Any]) -> di
     variables by its number or name; a header or buttons the row names are passed on.
     """
     names = PLACEHOLDER.findall(template.body)
+    header = variables.get("header")
+    buttons = variables.get("buttons")
     return {
         "template": {
             "name": template.name,
@@ -144,8 +148,10 @@ def template_content(template: MessageTemplate, variables: dict[str, Any]) -> di
             # Not sent to providers: the pipeline's frequency cap applies to marketing only.
             "category": template.category,
             "body_parameters": [str(variables.get(name, "")) for name in names],
-            "header": variables.get("header"),
-            "buttons": list(variables.get("buttons") or []),
+            "header": header if isinstance(header, dict) else None,
+            "buttons": [b for b in buttons if isinstance(b, dict)]
+            if isinstance(buttons, list)
+            else [],
         }
     }
 

@@ -23,7 +23,12 @@ from conversations.models import Contact, Message
 from conversations.sending import messages_sweep
 from conversations.services import contact_set_opt_out
 from tests.conftest import BIN, ROOT, _database_url, wait_for
-from tests.factories import CampaignFactory, ContactFactory, MessageTemplateFactory
+from tests.factories import (
+    CampaignFactory,
+    ContactFactory,
+    MessageTemplateFactory,
+    OrganizationFactory,
+)
 from tests.fakes import ProviderState
 from whatsapp_platform.models import Channel, Organization
 
@@ -129,6 +134,42 @@ def test_a_launched_campaign_messages_each_recipient_once_and_completes(
     assert set(messages.values_list("priority", flat=True)) == {Message.Priority.LOW}
     campaign.refresh_from_db()
     assert campaign.finished_at is not None
+
+
+def test_named_placeholders_take_the_row_variables_of_that_name(fake, meta_channel, users) -> None:
+    template = MessageTemplateFactory(
+        channel=meta_channel,
+        organization=meta_channel.organization,
+        body="Hi {{first_name}}, your code is {{ code }}.",
+    )
+    contact = ContactFactory(organization=meta_channel.organization)
+    campaign = campaign_with_audience(meta_channel, users, [], template=template)
+    CampaignAudience.objects.create(
+        campaign=campaign, contact=contact, variables={"code": "X7", "first_name": "Dana"}
+    )
+
+    launch(campaign)
+    completed(campaign)
+
+    (send,) = [r.json() for r in fake.sends()]
+    body = next(c for c in send["template"]["components"] if c["type"] == "body")
+    assert [p["text"] for p in body["parameters"]] == ["Dana", "X7"]
+    message = Message.objects.get(campaign_audience__campaign=campaign)
+    assert message.text == "Hi Dana, your code is X7."
+
+
+def test_a_contact_of_another_organization_is_never_messaged(fake, meta_channel, users) -> None:
+    ours = contacts_of(meta_channel.organization, 3)
+    theirs = ContactFactory(organization=OrganizationFactory(name="Globex"))
+    campaign = campaign_with_audience(meta_channel, users, [*ours, theirs])
+
+    launch(campaign)
+    completed(campaign)
+
+    assert recipients(fake) == Counter({c.wa_id: 1 for c in ours})
+    row = CampaignAudience.objects.get(campaign=campaign, contact=theirs)
+    assert row.state == CampaignAudience.State.SKIPPED
+    assert row.message is None
 
 
 def test_contacts_opted_out_after_import_are_skipped_and_counted(fake, meta_channel, users) -> None:
