@@ -39,7 +39,10 @@ class MessageTemplateAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             *super().get_urls(),
         ]
 
-    @admin.action(description="Sync the templates of the selected templates' channels")
+    @admin.action(
+        description="Sync the templates of the selected templates' channels",
+        permissions=("change",),
+    )
     def sync_channels(self, request: HttpRequest, queryset: QuerySet[MessageTemplate]) -> None:
         channel_ids = set(queryset.values_list("channel_id", flat=True))
         count = template_sync.templates_sync_schedule(channel_ids=channel_ids)

@@ -84,7 +84,8 @@ MARKETING_STOPPED_HOLD = timedelta(days=3650)
 MAX_SLOT_WAIT = 2.0
 # A provider call that starts later than this after its slot would bunch up with the next
 # ones: it takes a new slot instead.
-LATE_AFTER = 0.025
+LATE_AFTER = 0.015
+DISPATCH_LEAD = 0.02
 
 
 def message_queue(
@@ -180,7 +181,11 @@ def messages_send(*, message_ids: list[int], campaign: bool = False) -> dict[int
 
 
 def _claim(message_ids: list[int]) -> list[int]:
-    """Exactly one worker moves each queued message that is due to `sending`."""
+    """Exactly one worker moves each queued message that is due to `sending`.
+
+    `send_started_at` stays empty until the message is handed to the provider: a claimed
+    message that never got that far is safe to send again.
+    """
     if not message_ids:
         return []
     now = timezone.now()
@@ -188,12 +193,11 @@ def _claim(message_ids: list[int]) -> list[int]:
     marks = ", ".join(["%s"] * len(message_ids))
     with connection.cursor() as cursor:
         cursor.execute(
-            f"UPDATE {table} SET status = %s, send_started_at = %s, updated_at = %s "  # noqa: S608
+            f"UPDATE {table} SET status = %s, send_started_at = NULL, updated_at = %s "  # noqa: S608
             f"WHERE id IN ({marks}) AND status = %s AND direction = %s "
             "AND (next_attempt_at IS NULL OR next_attempt_at <= %s) RETURNING id",
             [
                 Status.SENDING,
-                now,
                 now,
                 *message_ids,
                 Status.QUEUED,
@@ -280,6 +284,16 @@ class _ChannelSend:
         return self.messages[0].channel
 
     def run(self) -> None:
+        try:
+            self._run()
+        except Exception:
+            # Messages not handed to the provider yet are safe to send again.
+            Message.objects.filter(
+                id__in=[m.id for m in self.messages], status=Status.SENDING, send_started_at=None
+            ).update(status=Status.QUEUED, updated_at=timezone.now())
+            raise
+
+    def _run(self) -> None:
         ready = self._check_rules(self.messages)
         if not ready:
             return
@@ -466,10 +480,16 @@ class _ChannelSend:
                         time.sleep(max(0.005, reservation.delay - pacing.CAMPAIGN_HORIZON))
                     continue
                 first = time.monotonic() + reservation.delay
+                batch = list(pending)[: reservation.granted]
+                Message.objects.filter(id__in=[m.id for m in batch]).update(
+                    send_started_at=timezone.now()
+                )
                 for index in range(reservation.granted):
                     message = pending.popleft()
                     at = first + index * reservation.interval
-                    pause = at - time.monotonic()
+                    # Handed to a pool thread a little ahead of its slot; the thread waits for
+                    # the slot itself, so one slow wake-up here does not delay the ones after.
+                    pause = at - time.monotonic() - (DISPATCH_LEAD if executor else 0.0)
                     if pause > 0:
                         time.sleep(pause)
                     if executor is None:
@@ -607,6 +627,9 @@ def _call(
     backend: Backend, channel: Channel, message: Message, slot_at: float
 ) -> tuple[Message, Any]:
     """One provider call, in a pool thread: HTTP only, no database."""
+    pause = slot_at - time.monotonic()
+    if pause > 0:
+        time.sleep(pause)
     if time.monotonic() - slot_at > LATE_AFTER:
         return message, _LATE
     try:
@@ -640,7 +663,13 @@ def messages_sweep(*, overdue_after: float | None = None, limit: int = 1000) -> 
         status=Status.UNKNOWN, updated_at=now
     )
     if unknown:
-        logger.warning("%s send(s) claimed by a worker that died are now unknown", unknown)
+        logger.warning(
+            "%s send(s) handed to the provider by a worker that died are unknown", unknown
+        )
+    # Claimed by a worker that died before handing them to the provider: sent again.
+    Message.objects.filter(
+        status=Status.SENDING, send_started_at=None, updated_at__lt=lease
+    ).update(status=Status.QUEUED, next_attempt_at=None, updated_at=now)
     after = settings.MESSAGE_REQUEUE_AFTER_SECONDS if overdue_after is None else overdue_after
     cutoff = now - timedelta(seconds=after)
     overdue = list(

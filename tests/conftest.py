@@ -98,7 +98,7 @@ def provider_api(providers: tuple[str, ProviderState], settings: Any) -> Provide
     state.requests.clear()
     state.meta_templates.clear()
     state.twilio_contents.clear()
-    state.listing_errors.clear()
+    state.listing_answers.clear()
     return state
 
 

@@ -51,8 +51,9 @@ class ProviderState:
     twilio_contents: list[dict[str, Any]] = field(default_factory=list)
     # At most this many templates a page, whatever the client asks: listings take pages.
     template_page_size: int = 2
-    # Scripted answers for the next template listing calls: (HTTP status, JSON body).
-    listing_errors: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+    # Scripted answers (errors, odd pages) for the next template listing calls: (HTTP status,
+    # JSON body).
+    listing_answers: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
 
     def sends(self) -> list[RecordedRequest]:
         """The send calls received (Meta's /messages and Twilio's Messages.json), in order."""
@@ -173,9 +174,9 @@ class _Handler(BaseHTTPRequestHandler):
                     }
                 },
             )
-        if state.listing_errors:
-            status, error = state.listing_errors.pop(0)
-            return self._json(status, error)
+        if state.listing_answers:
+            status, answer = state.listing_answers.pop(0)
+            return self._json(status, answer)
         templates = state.meta_templates.get(waba_id, [])
         after = query.get("after", [""])[0]
         offset = int(base64.urlsafe_b64decode(after).decode()) if after else 0
@@ -210,9 +211,9 @@ class _Handler(BaseHTTPRequestHandler):
                     "status": 401,
                 },
             )
-        if state.listing_errors:
-            status, error = state.listing_errors.pop(0)
-            return self._json(status, error)
+        if state.listing_answers:
+            status, answer = state.listing_answers.pop(0)
+            return self._json(status, answer)
         contents = state.twilio_contents
         token = query.get("PageToken", ["PT0"])[0]
         requested = int(query.get("PageSize", ["50"])[0])
@@ -335,6 +336,8 @@ class _Handler(BaseHTTPRequestHandler):
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    # Bursts of concurrent sends connect at once, as they do to the real APIs.
+    request_queue_size = 256
     state: ProviderState
 
 

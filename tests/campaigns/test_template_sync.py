@@ -208,7 +208,7 @@ def test_a_meta_outage_during_sync_is_retryable_and_stores_nothing(
     provider_api, meta_channel
 ) -> None:
     provider_api.meta_templates[meta_channel.waba_id] = [meta_template("order_shipped")]
-    provider_api.listing_errors.append(
+    provider_api.listing_answers.append(
         (
             500,
             {
@@ -405,3 +405,23 @@ def test_the_daily_task_syncs_every_active_channel(
     wait_for(lambda: MessageTemplate.objects.filter(channel=meta_channel).exists())
     wait_for(lambda: MessageTemplate.objects.filter(channel=twilio_channel).exists())
     assert not MessageTemplate.objects.filter(channel=inactive).exists()
+
+
+@pytest.mark.django_db
+def test_the_token_never_follows_a_next_page_off_the_graph_api(provider_api, meta_channel):
+    provider_api.listing_answers.append(
+        (
+            200,
+            {
+                "data": [meta_template("order_shipped")],
+                "paging": {"next": "https://collector.example.test/v26.0/1/message_templates"},
+            },
+        )
+    )
+
+    result = channel_templates_sync(channel_id=meta_channel.id)
+
+    assert "not on the Graph API" in result.error
+    assert not MessageTemplate.objects.filter(channel=meta_channel).exists()
+    meta_channel.refresh_from_db()
+    assert not meta_channel.credential_error

@@ -213,6 +213,21 @@ def test_a_send_claimed_by_a_dead_worker_becomes_unknown_and_is_not_resent(
     assert provider_api.sends() == []
 
 
+def test_a_send_claimed_by_a_dead_worker_before_any_provider_call_is_sent_again(
+    meta_channel: Channel, provider_api: ProviderState
+) -> None:
+    stale = timezone.now() - timedelta(seconds=settings.MESSAGE_SEND_LEASE_SECONDS + 5)
+    message = MessageFactory(
+        channel=meta_channel, contact=in_window(meta_channel), status="sending", queued_at=stale
+    )
+    Message.objects.filter(id=message.id).update(updated_at=stale)
+
+    messages_sweep()
+
+    settled(message, "sent")
+    assert len(provider_api.sends()) == 1
+
+
 @pytest.mark.parametrize("category", ["text", "template"])
 def test_the_24_hour_window_and_opt_out_are_checked_when_the_message_is_sent(
     meta_channel: Channel, provider_api: ProviderState, category: str

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from django.utils import timezone
 
 from conversations.models import Message
 from conversations.sending import message_send
@@ -429,7 +430,11 @@ def test_an_expired_token_fails_the_message_and_flags_the_channel(
     meta_channel.access_token = "EAAG-expired"
     meta_channel.save()
     message = MessageFactory(
-        channel=meta_channel, status=Message.Status.QUEUED, type="text", content={"body": "Hi"}
+        channel=meta_channel,
+        status=Message.Status.QUEUED,
+        type="text",
+        content={"body": "Hi"},
+        contact__last_inbound_at=timezone.now(),  # free-form: inside the 24-hour window
     )
 
     assert message_send(message_id=message.id) == Message.Status.FAILED
@@ -444,7 +449,11 @@ def test_an_expired_token_fails_the_message_and_flags_the_channel(
 
 def test_a_sent_message_records_meta_s_wamid(provider_api, meta_channel) -> None:
     message = MessageFactory(
-        channel=meta_channel, status=Message.Status.QUEUED, type="text", content={"body": "Hi"}
+        channel=meta_channel,
+        status=Message.Status.QUEUED,
+        type="text",
+        content={"body": "Hi"},
+        contact__last_inbound_at=timezone.now(),  # free-form: inside the 24-hour window
     )
 
     assert message_send(message_id=message.id) == Message.Status.SENT

@@ -7,6 +7,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import pytest
+from django.utils import timezone
 
 from conversations.models import Message
 from conversations.sending import message_send
@@ -224,7 +225,11 @@ def test_a_wrong_auth_token_fails_the_message_and_flags_the_channel(
     twilio_channel.auth_token = "not-the-token"
     twilio_channel.save()
     message = MessageFactory(
-        channel=twilio_channel, status=Message.Status.QUEUED, type="text", content={"body": "Hi"}
+        channel=twilio_channel,
+        status=Message.Status.QUEUED,
+        type="text",
+        content={"body": "Hi"},
+        contact__last_inbound_at=timezone.now(),  # free-form: inside the 24-hour window
     )
 
     assert message_send(message_id=message.id) == Message.Status.FAILED
@@ -261,7 +266,11 @@ def test_an_unreachable_twilio_is_a_retryable_error(provider_api, twilio_channel
 
 def test_a_sent_message_records_twilio_s_sid(provider_api, twilio_channel) -> None:
     message = MessageFactory(
-        channel=twilio_channel, status=Message.Status.QUEUED, type="text", content={"body": "Hi"}
+        channel=twilio_channel,
+        status=Message.Status.QUEUED,
+        type="text",
+        content={"body": "Hi"},
+        contact__last_inbound_at=timezone.now(),  # free-form: inside the 24-hour window
     )
 
     assert message_send(message_id=message.id) == Message.Status.SENT

@@ -144,7 +144,10 @@ def _content_variables(parameters: list[Any]) -> str:
 
 
 def message_params(channel: Channel, message: OutboundMessage) -> dict[str, Any]:
-    """The arguments of `client.messages.create` for one outbound message."""
+    """The arguments of `client.messages.create` for one outbound message.
+
+    A `reply_to` is not sent: Twilio's Messages API has no way to quote a WhatsApp message.
+    """
     content = message.content
     params: dict[str, Any] = {
         "to": _whatsapp_address(message.to),
