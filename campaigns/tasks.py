@@ -36,3 +36,11 @@ def sync_channel_templates(channel_id: int) -> None:
     from campaigns.template_sync import channel_templates_sync
 
     channel_templates_sync(channel_id=channel_id)
+
+
+@shared_task
+def launch_due_campaigns() -> None:
+    """Beat, every minute: launch the scheduled campaigns whose time has come."""
+    from campaigns.services import campaigns_launch_due
+
+    campaigns_launch_due()

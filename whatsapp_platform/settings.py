@@ -278,6 +278,11 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         "task": "conversations.tasks.sweep_sends",
         "schedule": 60.0,
     },
+    # Scheduled campaigns whose time has come: every minute.
+    "launch-due-campaigns": {
+        "task": "campaigns.tasks.launch_due_campaigns",
+        "schedule": 60.0,
+    },
     # Statuses for message ids that never showed up: daily.
     "prune-pending-statuses": {
         "task": "conversations.tasks.prune_pending_statuses",
@@ -363,3 +368,7 @@ LOGGING = {
         "twilio": {"level": "WARNING"},
     },
 }
+
+# --- Campaigns ------------------------------------------------------------------------------
+# The largest audience CSV accepted (about 50 bytes a row: 1,000,000 rows).
+CAMPAIGN_AUDIENCE_MAX_BYTES = env.int("CAMPAIGN_AUDIENCE_MAX_BYTES", default=50 * 1024 * 1024)

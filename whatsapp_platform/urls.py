@@ -16,4 +16,5 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("api/", include("conversations.urls")),
     path("api/v1/organization", OrganizationDetailApi.as_view(), name="api-organization"),
+    path("api/campaigns/", include("campaigns.urls")),
 ]
