@@ -329,16 +329,8 @@ def campaign_complete_if_done(*, campaign_id: int) -> bool:
         return False
     if not Campaign.objects.filter(id=campaign_id, status=Campaign.Status.RUNNING).exists():
         return False
-    complete = getattr(services, "campaign_complete", None)
     try:
-        if complete is not None:
-            complete(campaign_id=campaign_id)
-        else:
-            services._campaign_move(
-                campaign_id=campaign_id,
-                to=Campaign.Status.COMPLETED,
-                finished_at=timezone.now(),
-            )
+        services.campaign_complete(campaign_id=campaign_id)
     except ValidationError:
         return False  # another sender completed it, or it was paused or cancelled meanwhile
     logger.info("Campaign %s completed", campaign_id)

@@ -241,11 +241,8 @@ def main() -> None:
         django.setup()
         from django.contrib.auth.models import Permission, User
         from django.db import connection as db
-        from django.db import transaction
-        from django.utils import timezone
 
         from campaigns import services
-        from campaigns.fanout import fan_out_start
         from campaigns.models import Campaign, CampaignAudience, MessageTemplate
         from conversations.models import Contact, Message
         from tests.factories import CampaignFactory, ChannelFactory, MessageTemplateFactory
@@ -311,15 +308,7 @@ def main() -> None:
         )
         before = cpu_seconds(os.getpid())
         started = time.monotonic()
-        launch = getattr(services, "campaign_launch", None)
-        with transaction.atomic():
-            if launch is not None:
-                launch(campaign_id=campaign.id)
-            else:
-                services._campaign_move(
-                    campaign_id=campaign.id, to=Campaign.Status.RUNNING, started_at=timezone.now()
-                )
-                fan_out_start(campaign_id=campaign.id)
+        services.campaign_launch(campaign_id=campaign.id)
         deadline = started + args.timeout
         last_report = started
         while True:

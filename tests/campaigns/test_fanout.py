@@ -13,11 +13,10 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 from django.contrib.auth.models import Permission, User
-from django.db import transaction
 from django.utils import timezone
 
 from campaigns import services
-from campaigns.fanout import fan_out_start, stalled_fanouts_restart
+from campaigns.fanout import stalled_fanouts_restart
 from campaigns.models import Campaign, CampaignAudience, MessageTemplate
 from conversations.models import Contact, Message
 from conversations.sending import messages_sweep
@@ -80,18 +79,11 @@ def campaign_with_audience(
 
 
 def launch(campaign: Campaign) -> None:
-    """What launching does: the campaign runs, then its fan-out starts once committed."""
-    with transaction.atomic():
-        services._campaign_move(
-            campaign_id=campaign.id, to=Campaign.Status.RUNNING, started_at=timezone.now()
-        )
-        fan_out_start(campaign_id=campaign.id)
+    services.campaign_launch(campaign_id=campaign.id)
 
 
 def resume(campaign: Campaign) -> None:
-    with transaction.atomic():
-        services.campaign_resume(campaign_id=campaign.id)
-        fan_out_start(campaign_id=campaign.id)
+    services.campaign_resume(campaign_id=campaign.id)
 
 
 def status_of(campaign: Campaign) -> str:
@@ -134,6 +126,8 @@ def test_a_launched_campaign_messages_each_recipient_once_and_completes(
     assert set(messages.values_list("priority", flat=True)) == {Message.Priority.LOW}
     campaign.refresh_from_db()
     assert campaign.finished_at is not None
+    assert campaign.final_stats["sent"] == len(contacts)
+    assert campaign.final_stats["pending"] == 0
 
 
 def test_named_placeholders_take_the_row_variables_of_that_name(fake, meta_channel, users) -> None:
@@ -190,6 +184,9 @@ def test_contacts_opted_out_after_import_are_skipped_and_counted(fake, meta_chan
     )
     assert set(skipped.values_list("skip_reason", flat=True)) == {Message.ERROR_OPTED_OUT}
     assert not skipped.exclude(message=None).exists()
+    campaign.refresh_from_db()
+    assert campaign.final_stats["skipped"] == 3
+    assert campaign.final_stats["sent"] == 7
 
 
 def test_the_marketing_frequency_cap_holds_across_two_campaigns(fake, meta_channel, users) -> None:
@@ -269,19 +266,27 @@ def test_pause_stops_sending_and_resume_goes_on_without_messaging_anyone_twice(
 def test_a_template_that_is_no_longer_approved_pauses_the_campaign(
     fake, meta_channel, users
 ) -> None:
-    contacts = contacts_of(meta_channel.organization, 5)
+    fake.send_latency = 0.1
+    meta_channel.messages_per_second = 8  # chunks of 2, for four senders
+    meta_channel.save(update_fields=["messages_per_second"])
+    contacts = contacts_of(meta_channel.organization, 40)
     campaign = campaign_with_audience(meta_channel, users, contacts)
-    MessageTemplate.objects.filter(id=campaign.template_id).update(
-        status=MessageTemplate.Status.PAUSED
-    )
 
     launch(campaign)
+    wait_for(lambda: len(fake.sends()) >= 4)
+    # Changed in the admin, say: the next round of each sender sees it.
+    MessageTemplate.objects.filter(id=campaign.template_id).update(
+        status=MessageTemplate.Status.DISABLED
+    )
     wait_for(lambda: status_of(campaign) == Campaign.Status.PAUSED)
+    sent = _settled(fake, campaign)
 
     campaign.refresh_from_db()
-    assert campaign.status_reason == f"Template {campaign.template} is paused."
-    assert fake.sends() == []
-    assert not CampaignAudience.objects.filter(campaign=campaign).exclude(state="pending").exists()
+    assert campaign.status_reason == f"Template {campaign.template} is disabled."
+    assert sent < len(contacts)
+    assert CampaignAudience.objects.filter(
+        campaign=campaign, state=CampaignAudience.State.PENDING
+    ).exists()
 
 
 UNDELIVERABLE = (
