@@ -271,6 +271,8 @@ def _plan(
         template = _template_for(channel, request.template, lookups)
         _check_template_parameters(template, request.template)
         content["template"]["provider_template_id"] = template.provider_template_id
+        # Marketing templates count against the contact's frequency cap when they are sent.
+        content["template"]["category"] = template.category
         text = _render(template.body, content["template"]["body_parameters"])
     else:
         _check_service_window(contact)
@@ -688,6 +690,7 @@ def _comparable(content: dict[str, Any]) -> dict[str, Any]:
     if "template" in comparable:
         template = dict(comparable["template"])
         template.pop("provider_template_id", None)
+        template.pop("category", None)
         comparable["template"] = template
     return comparable
 

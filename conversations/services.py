@@ -204,8 +204,11 @@ def message_statuses_apply(
 ) -> dict[str, int]:
     """Apply statuses to our outbound messages: only forward, each step's time recorded once.
 
-    A status for a message id not recorded yet (it can arrive before our own send call has
-    returned) is kept and applied when the message records that id. Returns how many were
+    A status for a provider id not recorded yet that names our message id (a send whose
+    outcome was unknown, or whose call has not returned yet) records that id on the
+    organization's own message and is applied. Any other status for an unknown id (it can
+    arrive before our own send call has returned) is kept and applied when the message records
+    that id. Returns how many were
     "applied", only "recorded" (the message is already further on) or left "pending".
     """
     for update in updates:

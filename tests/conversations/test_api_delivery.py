@@ -180,3 +180,29 @@ def test_a_named_template_reaches_the_graph_api_with_its_parameter_names(
             },
         ],
     }
+
+
+def test_marketing_templates_sent_through_the_api_keep_to_the_frequency_cap(
+    api: ApiCaller, provider_api: ProviderState
+):
+    channel = ChannelFactory(organization=api.organization)
+    body = "Our winter sale starts today."
+    MessageTemplateFactory(channel=channel, name="winter_sale", category="marketing", body=body)
+    sale = {"to": "+31610000077", "type": "template", "template": {"name": "winter_sale"}}
+    MessageTemplateFactory(
+        channel=channel, name="winter_sale_reminder", category="marketing", body=body
+    )
+
+    first = api.send(**sale)
+    wait_for(lambda: sent(first.json()["id"]))
+    second = api.send(**{**sale, "template": {"name": "winter_sale_reminder"}})
+
+    def failed() -> Message | None:
+        message = Message.objects.get(id=second.json()["id"])
+        return message if message.status == Message.Status.FAILED else None
+
+    assert second.status_code == 202
+    refused = wait_for(failed)
+    assert isinstance(refused, Message)
+    assert refused.error_code == "frequency_cap"
+    assert len(meta_sends(provider_api, channel)) == 1

@@ -175,6 +175,32 @@ def test_a_redelivered_send_never_calls_the_provider_again(
     assert message.attempts == 1
 
 
+def test_a_send_answered_too_late_is_unknown_and_never_sent_again(
+    meta_channel: Channel, provider_api: ProviderState, settings: Any
+) -> None:
+    contact = in_window(meta_channel)
+    message = MessageFactory(
+        channel=meta_channel,
+        contact=contact,
+        status=Message.Status.QUEUED,
+        text="Hi",
+        content={"body": "Hi"},
+    )
+    settings.PROVIDER_READ_TIMEOUT = 0.3
+    provider_api.send_latency = 1.5
+    try:
+        # The provider got the request but its answer came too late: it may have accepted it.
+        assert message_send(message_id=message.id) == "unknown"
+    finally:
+        provider_api.send_latency = 0.0
+    assert message_send(message_id=message.id) == "unknown"
+    messages_sweep()
+
+    message.refresh_from_db()
+    assert message.status == "unknown"
+    assert len(provider_api.sends()) == 1
+
+
 def test_nothing_is_lost_while_the_broker_is_down(
     meta_channel: Channel, provider_api: ProviderState, broker_proxy: TcpProxy
 ) -> None:

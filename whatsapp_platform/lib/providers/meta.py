@@ -25,6 +25,7 @@ from whatsapp_platform.lib.providers.errors import (
     ProviderRetryableError,
     redact_numbers,
     retry_after_header,
+    transport_error,
 )
 from whatsapp_platform.lib.providers.http import get_json
 
@@ -81,7 +82,10 @@ def session() -> requests.Session:
     with _session_lock:
         if _session is None or _session[0] != os.getpid():
             new = requests.Session()
-            adapter = HTTPAdapter(pool_connections=4, pool_maxsize=32)
+            # As many connections as one chunk has calls in flight, so none is thrown away.
+            adapter = HTTPAdapter(
+                pool_connections=4, pool_maxsize=max(32, settings.MESSAGE_SEND_CONCURRENCY)
+            )
             new.mount("https://", adapter)
             new.mount("http://", adapter)
             _session = (os.getpid(), new)
@@ -150,10 +154,8 @@ def call(
             headers=auth_headers(access_token),
             timeout=timeout(),
         )
-    except requests.Timeout as exc:
-        raise ProviderRetryableError(f"{what}: timed out", code="timeout") from exc
     except requests.RequestException as exc:
-        raise ProviderRetryableError(f"{what}: {type(exc).__name__}", code="connection") from exc
+        raise transport_error(exc, what, send=method == "POST") from exc
     if response.status_code >= 400:
         raise error_from_response(response, what)
     try:

@@ -30,6 +30,7 @@ from whatsapp_platform.lib.providers.errors import (
     ProviderPermanentError,
     ProviderRetryableError,
     redact_numbers,
+    transport_error,
 )
 
 if TYPE_CHECKING:
@@ -198,10 +199,8 @@ class TwilioBackend:
             created = client_for(channel.account_sid, channel.auth_token).messages.create(**params)
         except TwilioException as exc:
             raise error_from_exception(exc, "Send") from exc
-        except requests.Timeout as exc:
-            raise ProviderRetryableError("Send: timed out", code="timeout") from exc
         except requests.RequestException as exc:
-            raise ProviderRetryableError(f"Send: {type(exc).__name__}", code="connection") from exc
+            raise transport_error(exc, "Send", send=True) from exc
         return SendResult(provider_message_id=str(created.sid))
 
 
@@ -222,9 +221,5 @@ def content_and_approvals(
             }
     except TwilioException as exc:
         raise error_from_exception(exc, "Content listing") from exc
-    except requests.Timeout as exc:
-        raise ProviderRetryableError("Content listing: timed out", code="timeout") from exc
     except requests.RequestException as exc:
-        raise ProviderRetryableError(
-            f"Content listing: {type(exc).__name__}", code="connection"
-        ) from exc
+        raise transport_error(exc, "Content listing", send=False) from exc
