@@ -267,9 +267,9 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         "task": "conversations.tasks.requeue_pending_media",
         "schedule": 60.0,
     },
-    # Running campaigns whose fan-out stopped moving (a worker died): every minute.
-    "restart-stalled-fanouts": {
-        "task": "campaigns.tasks.restart_stalled_fanouts",
+    # Scheduled campaigns whose time has come: every minute.
+    "launch-due-campaigns": {
+        "task": "campaigns.tasks.launch_due_campaigns",
         "schedule": 60.0,
     },
     # Sends whose task never reached the broker, and claimed ones whose worker died: every
@@ -278,9 +278,9 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         "task": "conversations.tasks.sweep_sends",
         "schedule": 60.0,
     },
-    # Scheduled campaigns whose time has come: every minute.
-    "launch-due-campaigns": {
-        "task": "campaigns.tasks.launch_due_campaigns",
+    # Running campaigns whose fan-out stopped moving (a worker died): every minute.
+    "restart-stalled-fanouts": {
+        "task": "campaigns.tasks.restart_stalled_fanouts",
         "schedule": 60.0,
     },
     # Statuses for message ids that never showed up: daily.
