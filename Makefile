@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint install install-dev bench-ingest bench-scale
+.PHONY: run test lint install install-dev bench-ingest bench-send bench-scale
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -41,6 +41,12 @@ test: lint
 bench-ingest: install-dev
 	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
 	$(BIN)/python tests/benchmarks/bench_ingest.py
+
+# A 20,000-recipient campaign through two worker processes to a fake Graph API (50 ms answers)
+# on a channel limited to 1,000 messages/s. Needs PostgreSQL (BENCH_DATABASE_URL, default the
+# local server's whatsapp_bench_send).
+bench-send: install-dev
+	$(BIN)/python tests/benchmarks/bench_send.py
 
 # One, two and four worker processes draining the same SQS queue (moto) and database.
 bench-scale: install-dev
