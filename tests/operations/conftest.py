@@ -16,7 +16,6 @@ from whatsapp_platform.models import Organization
 from whatsapp_platform.services import api_key_create
 
 
-
 @pytest.fixture
 def staff_client(client: Client) -> Client:
     user = get_user_model().objects.create_user(

@@ -124,7 +124,9 @@ def test_command_lists_redrives_all_and_purges(
     assert len(again) == 1
 
     out = io.StringIO()
-    call_command("dead_letters", "purge", "--queue", "analytics", "--id", again[0]["id"], stdout=out)
+    call_command(
+        "dead_letters", "purge", "--queue", "analytics", "--id", again[0]["id"], stdout=out
+    )
     assert out.getvalue().strip() == "Purged 1 dead letter(s)."
     assert _letters(staff_client, str(letter["task_id"])) == []
 
@@ -134,12 +136,9 @@ def test_dead_letter_endpoints_refuse_api_keys_anonymous_and_bad_input(
 ) -> None:
     anonymous = Client()
     assert anonymous.get("/monitoring/dead-letters/").status_code in (401, 403)
-    assert (
-        anonymous.post(
-            "/monitoring/dead-letters/purge/", {"all": True}, content_type="application/json"
-        ).status_code
-        in (401, 403)
-    )
+    assert anonymous.post(
+        "/monitoring/dead-letters/purge/", {"all": True}, content_type="application/json"
+    ).status_code in (401, 403)
 
     unknown = staff_client.get("/monitoring/dead-letters/", {"queue": "nope"})
     assert unknown.status_code == 400
