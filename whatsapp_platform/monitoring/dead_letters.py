@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from django.conf import settings
 
 from whatsapp_platform.lib.sqs import decode_task_message, queue_name
-from whatsapp_platform.monitoring.logs import correlation_id, correlation_id_from
+from whatsapp_platform.monitoring.logs import TASK_HEADER, correlation_id, correlation_id_from
 from whatsapp_platform.monitoring.queues import monitoring_sqs_client
 
 if TYPE_CHECKING:
@@ -188,7 +188,7 @@ def dead_letters_redrive(*, queue: str | None = None, ids: list[str] | None = No
                 header = task.headers.get("dead_letter")
                 source = header.get("source_queue") if isinstance(header, dict) else None
                 token = correlation_id.set(
-                    correlation_id_from(task.headers.get("platform_correlation_id"))
+                    correlation_id_from(task.headers.get(TASK_HEADER), several=True)
                 )
                 try:
                     app.send_task(

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextvars import ContextVar
 from typing import Any
 
@@ -27,17 +27,26 @@ TASK_HEADER = "platform_correlation_id"
 correlation_id: ContextVar[str] = ContextVar("correlation_id", default="")
 
 _VALID_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+# A task that carries the work of several requests (a batch of webhook events) logs all of
+# their ids, comma-separated: a search for any one of them finds its lines.
+_VALID_IDS = re.compile(r"^[A-Za-z0-9._:-]{1,64}(,[A-Za-z0-9._:-]{1,64}){0,99}$")
 
 
 def new_correlation_id() -> str:
-    return uuid.uuid4().hex
+    return str(uuid.uuid4())
 
 
-def correlation_id_from(value: object) -> str:
+def correlation_id_from(value: object, *, several: bool = False) -> str:
     """A usable id from untrusted input (a header), or a new one."""
-    if isinstance(value, str) and _VALID_ID.match(value):
+    pattern = _VALID_IDS if several else _VALID_ID
+    if isinstance(value, str) and pattern.match(value):
         return value
     return new_correlation_id()
+
+
+def correlation_ids_join(ids: Iterable[str]) -> str:
+    unique = list(dict.fromkeys(i for i in ids if i))
+    return ",".join(unique[:100])
 
 
 class CorrelationIdMiddleware:
@@ -134,7 +143,10 @@ class JsonFormatter(BaseJsonFormatter):
 
     def process_log_record(self, log_data: dict[str, Any]) -> dict[str, Any]:
         # Tracebacks and stack traces are redacted too: they may quote arguments.
-        return {key: redact_value(value, key) for key, value in log_data.items()}
+        return {
+            key: value if key == "correlation_id" else redact_value(value, key)
+            for key, value in log_data.items()
+        }
 
 
 class PlainFormatter(logging.Formatter):

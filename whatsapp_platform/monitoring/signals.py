@@ -49,7 +49,7 @@ def set_task_correlation(task: Any = None, **kwargs: Any) -> None:
     value = getattr(task.request, TASK_HEADER, None) if task is not None else None
     if value is None and task is not None:
         value = (task.request.headers or {}).get(TASK_HEADER)
-    correlation_id.set(correlation_id_from(value))
+    correlation_id.set(correlation_id_from(value, several=True))
 
 
 @task_retry.connect
