@@ -103,7 +103,7 @@ def test_workers_lists_live_workers_with_their_queues_and_beat(
     # The worker records its heartbeats every WORKER_HEARTBEAT_SECONDS.
     response = wait_for(lambda: (r := client.get("/health/workers/")).status_code == 200 and r)
 
-    body = response.json()  # type: ignore[union-attr]
+    body = response.json()  # type: ignore[attr-defined]
     assert body["queues_without_worker"] == []
     assert body["beat"]["alive"] is True
     worker = body["workers"][0]
