@@ -392,6 +392,9 @@ LOGGING = {
 PROMETHEUS_MULTIPROC_DIR = env.str("PROMETHEUS_MULTIPROC_DIR", default=str(VAR_DIR / "prometheus"))
 os.environ["PROMETHEUS_MULTIPROC_DIR"] = PROMETHEUS_MULTIPROC_DIR
 Path(PROMETHEUS_MULTIPROC_DIR).mkdir(parents=True, exist_ok=True)
+# Web and workers on one host share the folder, and /monitoring/metrics shows both. Workers on
+# other hosts serve their own metrics on this port when it is set (0: off).
+WORKER_METRICS_PORT = env.int("WORKER_METRICS_PORT", default=0)
 # When set, /monitoring/metrics, summary and alerts need `Authorization: Bearer <token>`.
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 # Alert thresholds.

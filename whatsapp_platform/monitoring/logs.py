@@ -54,13 +54,16 @@ class CorrelationIdMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        token = correlation_id.set(correlation_id_from(request.headers.get(HEADER)))
-        try:
-            response = self.get_response(request)
-            response[HEADER] = correlation_id.get()
-            return response
-        finally:
-            correlation_id.reset(token)
+        # Cleared on request_finished rather than here: Django logs an error answer after the
+        # middleware has returned, and that line should carry the id too.
+        correlation_id.set(correlation_id_from(request.headers.get(HEADER)))
+        response = self.get_response(request)
+        response[HEADER] = correlation_id.get()
+        return response
+
+
+def clear_correlation_id(**kwargs: Any) -> None:
+    correlation_id.set("")
 
 
 # --- Redaction ------------------------------------------------------------------------------

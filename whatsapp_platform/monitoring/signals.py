@@ -110,6 +110,21 @@ def start_heartbeats(sender: Any = None, **kwargs: Any) -> None:
     ).start()
 
 
+@worker_ready.connect
+def serve_worker_metrics(sender: Any = None, **kwargs: Any) -> None:
+    """With WORKER_METRICS_PORT set, the worker serves its host's metric files itself: for
+    workers on machines other than the web's, where /monitoring/metrics cannot read them."""
+    from django.conf import settings
+
+    if not settings.WORKER_METRICS_PORT:
+        return
+    from prometheus_client import CollectorRegistry, multiprocess, start_http_server
+
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    start_http_server(settings.WORKER_METRICS_PORT, registry=registry)
+
+
 @worker_shutdown.connect
 def stop_heartbeats(**kwargs: Any) -> None:
     _stop.set()
