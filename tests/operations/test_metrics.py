@@ -212,3 +212,15 @@ def test_metrics_report_sqs_down_instead_of_failing(
 
     assert response.status_code == 200
     assert b"sqs_up 0.0" in response.content
+
+
+def test_without_a_token_metrics_are_open_but_summary_and_alerts_need_staff(
+    client: Client, sqs_queues: dict[str, QueueSetup], settings: Any
+) -> None:
+    settings.METRICS_TOKEN = ""
+
+    assert client.get("/monitoring/metrics").status_code == 200
+    for path in ("/monitoring/summary", "/monitoring/alerts"):
+        response = client.get(path)
+        assert response.status_code == 401
+        assert "staff" in response.json()["error"]

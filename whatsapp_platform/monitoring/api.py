@@ -9,6 +9,7 @@ from typing import Any
 from django.conf import settings
 from django.db.models import Count, Q
 from django.utils import timezone
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.authentication import BasicAuthentication, SessionAuthentication
@@ -40,7 +41,10 @@ def _error(code: str, detail: str, http_status: int, errors: Any = None) -> Resp
 class QueueStatusApi(APIView):
     """The organization's own work waiting in the platform's queues."""
 
-    @extend_schema(summary="Queue status of the organization's messages and webhooks")
+    @extend_schema(
+        summary="Queue status of the organization's messages and webhooks",
+        responses={200: OpenApiTypes.OBJECT},
+    )
     def get(self, request: Request) -> Response:
         from conversations.models import Message
         from webhooks.models import WebhookEvent
@@ -88,7 +92,7 @@ class AnalyticsEventApi(APIView):
     @extend_schema(
         summary='Record client events (one object, or {"events": [...]}) for the analytics',
         request=EventSerializer,
-        responses={202: None},
+        responses={202: OpenApiTypes.OBJECT},
     )
     def post(self, request: Request) -> Response:
         from campaigns.models import Campaign
@@ -143,7 +147,10 @@ class AnalyticsEventApi(APIView):
 
 
 class CampaignFunnelApi(APIView):
-    @extend_schema(summary="A campaign's funnel: sent, delivered, read, replied, client events")
+    @extend_schema(
+        summary="A campaign's funnel: sent, delivered, read, replied, client events",
+        responses={200: OpenApiTypes.OBJECT},
+    )
     def get(self, request: Request, campaign_id: int) -> Response:
         from campaigns.models import Campaign
 
@@ -164,7 +171,10 @@ class _StaffApi(APIView):
 
 
 class DeadLetterListApi(_StaffApi):
-    @extend_schema(summary="Dead letters of every queue, or of `?queue=`")
+    @extend_schema(
+        summary="Dead letters of every queue, or of `?queue=` (staff)",
+        responses={200: OpenApiTypes.OBJECT},
+    )
     def get(self, request: Request) -> Response:
         try:
             letters = dead_letters.dead_letters_list(queue=request.query_params.get("queue"))
@@ -204,7 +214,11 @@ class _DeadLetterActionApi(_StaffApi):
 
 
 class DeadLetterRedriveApi(_DeadLetterActionApi):
-    @extend_schema(summary="Send chosen (`ids`) or all dead letters back to their queue")
+    @extend_schema(
+        summary="Send chosen (`ids`) or all dead letters back to their queue (staff)",
+        request=_DeadLetterActionApi.InputSerializer,
+        responses={200: OpenApiTypes.OBJECT},
+    )
     def post(self, request: Request) -> Response:
         return super().post(request)
 
@@ -213,7 +227,11 @@ class DeadLetterRedriveApi(_DeadLetterActionApi):
 
 
 class DeadLetterPurgeApi(_DeadLetterActionApi):
-    @extend_schema(summary="Delete chosen (`ids`) or all dead letters")
+    @extend_schema(
+        summary="Delete chosen (`ids`) or all dead letters (staff)",
+        request=_DeadLetterActionApi.InputSerializer,
+        responses={200: OpenApiTypes.OBJECT},
+    )
     def post(self, request: Request) -> Response:
         return super().post(request)
 

@@ -1,11 +1,12 @@
 """Operations endpoints: health checks (open, for load balancers and orchestrators), metrics,
-summary and alerts (a bearer token when METRICS_TOKEN is set, or a staff session), and the
-staff dashboard."""
+summary and alerts (METRICS_TOKEN as a bearer token, or a staff session), and the staff
+dashboard."""
 
 from __future__ import annotations
 
 import hmac
 from collections.abc import Callable
+from functools import wraps
 from typing import Any
 
 from django.conf import settings
@@ -57,33 +58,54 @@ def health_workers(request: HttpRequest) -> JsonResponse:
     return _answer(ok, body)
 
 
-def _operator_only(view: View) -> View:
-    """A valid `Authorization: Bearer <METRICS_TOKEN>` or a staff session; open when no token
-    is configured."""
+def _staff(request: HttpRequest) -> bool:
+    return bool(request.user.is_authenticated and request.user.is_staff)
+
+
+def _token_valid(request: HttpRequest) -> bool:
+    token = settings.METRICS_TOKEN
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    return (
+        bool(token)
+        and scheme.lower() == "bearer"
+        and hmac.compare_digest(given.strip().encode(), token.encode())
+    )
+
+
+def _unauthorized() -> JsonResponse:
+    response = JsonResponse(
+        {"error": "A valid bearer token (METRICS_TOKEN) or a staff session is required."},
+        status=401,
+    )
+    response["WWW-Authenticate"] = 'Bearer realm="monitoring"'
+    return response
+
+
+def _scraper_only(view: View) -> View:
+    """Metrics: open when METRICS_TOKEN is unset; else its bearer token or a staff session."""
 
     def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        token = settings.METRICS_TOKEN
-        if token:
-            scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-            valid = scheme.lower() == "bearer" and hmac.compare_digest(
-                given.strip().encode(), token.encode()
-            )
-            if not valid and not (request.user.is_authenticated and request.user.is_staff):
-                response = JsonResponse(
-                    {"error": "A valid bearer token (METRICS_TOKEN) is required."}, status=401
-                )
-                response["WWW-Authenticate"] = 'Bearer realm="metrics"'
-                return response
+        if settings.METRICS_TOKEN and not (_token_valid(request) or _staff(request)):
+            return _unauthorized()
         return view(request, *args, **kwargs)
 
-    wrapper.__name__ = view.__name__
-    wrapper.__doc__ = view.__doc__
-    return wrapper
+    return wraps(view)(wrapper)
+
+
+def _operator_only(view: View) -> View:
+    """Summary and alerts name campaigns and channels: the token or a staff session, always."""
+
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if not (_token_valid(request) or _staff(request)):
+            return _unauthorized()
+        return view(request, *args, **kwargs)
+
+    return wraps(view)(wrapper)
 
 
 @require_GET
 @never_cache
-@_operator_only
+@_scraper_only
 def metrics(request: HttpRequest) -> HttpResponse:
     return HttpResponse(metrics_text(), content_type=CONTENT_TYPE_LATEST)
 
