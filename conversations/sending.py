@@ -62,6 +62,7 @@ from whatsapp_platform.lib.providers.errors import (
     ProviderRetryableError,
 )
 from whatsapp_platform.models import Channel
+from whatsapp_platform.monitoring import metrics as send_metrics
 from whatsapp_platform.services import channel_flag_credential_error
 
 logger = logging.getLogger(__name__)
@@ -518,6 +519,7 @@ class _ChannelSend:
                 self._unknown(message, outcome)
         if sent:
             messages_sent_record(sent=sent)
+            send_metrics.sends_count("sent", len(sent))
             for message_id in sent:
                 self.statuses[message_id] = Status.SENT
         return late
@@ -561,6 +563,7 @@ class _ChannelSend:
     def _unknown(self, message: Message, error: BaseException) -> None:
         # The provider may have accepted it: never resent, reconciled from status webhooks.
         logger.error("Send of message %s ended unknown: %s", message.id, type(error).__name__)
+        send_metrics.sends_count("unknown", 1, type(error).__name__[:20])
         Message.objects.filter(id=message.id, status=Status.SENDING).update(
             status=Status.UNKNOWN,
             attempts=F("attempts") + 1,
@@ -590,9 +593,10 @@ class _ChannelSend:
         }
         if count_attempt:
             changes["attempts"] = F("attempts") + 1
-        Message.objects.filter(id__in=[m.id for m in messages], status=Status.SENDING).update(
-            **changes
-        )
+        failed = Message.objects.filter(
+            id__in=[m.id for m in messages], status=Status.SENDING
+        ).update(**changes)
+        send_metrics.sends_count("failed", failed, code)
         self._release_caps(messages)
         for message in messages:
             self.statuses[message.id] = Status.FAILED
@@ -616,7 +620,9 @@ class _ChannelSend:
                 error_message=str(error)[:1000],
             )
         ids = [m.id for m in messages]
-        Message.objects.filter(id__in=ids, status=Status.SENDING).update(**changes)
+        put_back = Message.objects.filter(id__in=ids, status=Status.SENDING).update(**changes)
+        if error is not None:
+            send_metrics.sends_count("retry", put_back, error.code)
         self._release_caps(messages)
         for message_id in ids:
             self.statuses[message_id] = Status.QUEUED

@@ -6,7 +6,9 @@ delivery in the next commit. WEB_CONCURRENCY sets the processes (about one per c
 """
 
 import os
-from typing import Any
+
+# Prometheus multiprocess mode: dead processes' files are dropped at start and as they exit.
+from whatsapp_platform.monitoring.gunicorn_config import child_exit, on_starting
 
 bind = os.environ.get("BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
@@ -34,10 +36,4 @@ access_log_format = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(B)s %(M)sms'
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
 
-
-def child_exit(server: Any, worker: Any) -> None:
-    """Drop a dead worker's Prometheus files when metrics are shared between processes."""
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        from prometheus_client import multiprocess
-
-        multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
+__all__ = ["child_exit", "on_starting"]

@@ -16,6 +16,8 @@ import time
 
 from django.db import close_old_connections, connection
 
+from whatsapp_platform.monitoring.logs import correlation_id, correlation_ids_join
+
 logger = logging.getLogger(__name__)
 
 DISPATCH_BATCH = 50
@@ -24,7 +26,8 @@ LINGER_SECONDS = 0.05  # how long a batch waits for company
 
 class EventDispatcher:
     def __init__(self) -> None:
-        self._queue: queue.SimpleQueue[int] = queue.SimpleQueue()
+        # (event id, the correlation id of the request that stored it)
+        self._queue: queue.SimpleQueue[tuple[int, str]] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._pid: int | None = None
         self._idle = threading.Event()
@@ -38,7 +41,7 @@ class EventDispatcher:
                     threading.Thread(target=self._run, name="event-dispatcher", daemon=True).start()
                     self._pid = os.getpid()
         self._idle.clear()
-        self._queue.put(event_id)
+        self._queue.put((event_id, correlation_id.get()))
 
     def wait_idle(self, timeout: float = 10) -> bool:
         """Wait until everything submitted has been handled (for tests and shutdown)."""
@@ -48,18 +51,23 @@ class EventDispatcher:
         from webhooks.services import webhook_events_send
 
         while True:
-            ids = [self._queue.get()]
+            items = [self._queue.get()]
             deadline = time.monotonic() + LINGER_SECONDS
-            while len(ids) < DISPATCH_BATCH:
+            while len(items) < DISPATCH_BATCH:
                 try:
-                    ids.append(self._queue.get(timeout=max(0.0, deadline - time.monotonic())))
+                    items.append(self._queue.get(timeout=max(0.0, deadline - time.monotonic())))
                 except queue.Empty:
                     break
+            ids = [event_id for event_id, _ in items]
+            # The batch's task carries the correlation ids of all its requests.
+            token = correlation_id.set(correlation_ids_join(cid for _, cid in items))
             try:
                 close_old_connections()
                 webhook_events_send(event_ids=ids)
             except Exception:
                 logger.exception("Dispatching %s webhook event(s) failed", len(ids))
+            finally:
+                correlation_id.reset(token)
             if self._queue.empty():
                 connection.close()  # idle: hold no database connection
                 self._idle.set()

@@ -28,6 +28,7 @@ from webhooks.dispatch import DISPATCH_BATCH, dispatcher
 from webhooks.models import WebhookEvent
 from webhooks.signature import meta_signature_valid
 from whatsapp_platform.models import Channel
+from whatsapp_platform.monitoring import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -281,6 +282,7 @@ def webhook_event_process(
             event.state = State.IGNORED
         event.processed_at = timezone.now()
         event.save(update_fields=["attempts", "last_error", "state", "processed_at", "updated_at"])
+    metrics.webhook_processed(event.provider, event.received_at, event.processed_at)
     return event
 
 

@@ -58,8 +58,21 @@ class PlatformTask(Task):  # type: ignore[type-arg]
         except Exception as exc:
             if self.request.called_directly or self.request.is_eager:
                 raise
+            self._record_failure(exc)
             self._dead_letter(exc)  # raises when the copy fails: SQS redrive takes over
             return None
+
+    def _record_failure(self, exc: Exception) -> None:
+        from whatsapp_platform.monitoring.services import task_failure_record
+
+        delivery_info = self.request.delivery_info or {}
+        task_failure_record(
+            task=self.name,
+            task_id=self.request.id or "",
+            queue=delivery_info.get("routing_key") or "",
+            kind="failed",
+            error=type(exc).__name__,
+        )
 
     def _dead_letter(self, exc: Exception) -> None:
         delivery_info = self.request.delivery_info or {}

@@ -69,9 +69,12 @@ INSTALLED_APPS = [
     "campaigns",
     "webhooks",
     "archival",
+    "whatsapp_platform.monitoring",
 ]
 
 MIDDLEWARE = [
+    # First, so every log line of the request carries its correlation id.
+    "whatsapp_platform.monitoring.logs.CorrelationIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -218,6 +221,7 @@ CELERY_TASK_ROUTES = {
     "conversations.tasks.*": {"queue": "outgoing"},
     "campaigns.tasks.*": {"queue": "outgoing"},
     "archival.tasks.*": {"queue": "archival"},
+    "whatsapp_platform.monitoring.tasks.*": {"queue": "analytics"},
 }
 CELERY_TASK_CREATE_MISSING_QUEUES = True
 CELERY_TASK_SERIALIZER = "json"
@@ -294,6 +298,11 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         "task": "campaigns.tasks.sync_all_templates",
         "schedule": crontab(minute="15", hour="3"),
     },
+    # Queue depths sampled for the dashboard, and the active alerts logged: every minute.
+    "evaluate-alerts": {
+        "task": "whatsapp_platform.monitoring.tasks.evaluate_alerts",
+        "schedule": 60.0,
+    },
 }
 
 # --- Providers and webhooks ------------------------------------------------------------------
@@ -350,14 +359,29 @@ ARCHIVE_LOCAL_DIR = Path(env.str("ARCHIVE_LOCAL_DIR", default=str(VAR_DIR / "arc
 
 # --- Logging ----------------------------------------------------------------------------------
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO").upper()
+# `json`: one object per line, with the correlation id; `plain` for reading in a terminal.
+LOG_FORMAT = env.str("LOG_FORMAT", default="json")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
+    "filters": {
+        # Phone numbers, message text and secrets never reach a log line.
+        "redact": {"()": "whatsapp_platform.monitoring.logs.RedactFilter"},
+        "correlation": {"()": "whatsapp_platform.monitoring.logs.CorrelationIdFilter"},
+    },
     "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "plain": {
+            "()": "whatsapp_platform.monitoring.logs.PlainFormatter",
+            "format": "%(asctime)s %(levelname)s %(name)s [%(correlation_id)s] %(message)s",
+        },
+        "json": {"()": "whatsapp_platform.monitoring.logs.JsonFormatter"},
     },
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "plain"},
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "json" if LOG_FORMAT == "json" else "plain",
+            "filters": ["correlation", "redact"],
+        },
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
@@ -368,6 +392,30 @@ LOGGING = {
         "twilio": {"level": "WARNING"},
     },
 }
+
+# --- Operations: metrics, alerts, heartbeats ------------------------------------------------
+# Every process (gunicorn workers, Celery pool processes) writes its metrics to files here, and
+# a scrape sums them. It must be set before prometheus_client is first imported.
+PROMETHEUS_MULTIPROC_DIR = env.str("PROMETHEUS_MULTIPROC_DIR", default=str(VAR_DIR / "prometheus"))
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = PROMETHEUS_MULTIPROC_DIR
+Path(PROMETHEUS_MULTIPROC_DIR).mkdir(parents=True, exist_ok=True)
+# Web and workers on one host share the folder, and /monitoring/metrics shows both. Workers on
+# other hosts serve their own metrics on this port when it is set (0: off).
+WORKER_METRICS_PORT = env.int("WORKER_METRICS_PORT", default=0)
+# When set, /monitoring/metrics, summary and alerts need `Authorization: Bearer <token>`.
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+# Alert thresholds.
+ALERT_QUEUE_DEPTH = env.int("ALERT_QUEUE_DEPTH", default=100)
+ALERT_DEAD_LETTERS = env.int("ALERT_DEAD_LETTERS", default=0)
+ALERT_TASK_ERRORS = env.int("ALERT_TASK_ERRORS", default=5)
+ALERT_TASK_ERRORS_WINDOW_SECONDS = env.int("ALERT_TASK_ERRORS_WINDOW_SECONDS", default=300)
+ALERT_ARCHIVE_MAX_SECONDS = env.int("ALERT_ARCHIVE_MAX_SECONDS", default=600)
+# Each worker records a heartbeat per queue it consumes this often; one older than three
+# intervals is a worker gone. Beat's own heartbeat is sent every minute.
+WORKER_HEARTBEAT_SECONDS = env.int("WORKER_HEARTBEAT_SECONDS", default=30)
+BEAT_HEARTBEAT_STALE_SECONDS = env.int("BEAT_HEARTBEAT_STALE_SECONDS", default=180)
+# Client analytics events accepted in one request.
+ANALYTICS_MAX_EVENTS = 100
 
 # --- Campaigns ------------------------------------------------------------------------------
 # The largest audience CSV accepted (about 50 bytes a row: 1,000,000 rows).
