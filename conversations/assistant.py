@@ -303,8 +303,9 @@ def _describe(message: Message, asset: MediaAsset | None) -> list[dict[str, Any]
     return [{"type": "input_text", "text": described}]
 
 
-def _model_input(conversation: Conversation, history_size: int) -> list[dict[str, Any]]:
-    """The messages the model has not seen yet (at most history_size of the earlier ones)."""
+def _model_input(conversation: Conversation, history_size: int) -> tuple[list[dict[str, Any]], int]:
+    """The messages the model has not seen yet (at most history_size of the earlier ones),
+    and the id of the last one. The model's own answers are in its state already."""
     unanswered = Message.objects.filter(
         conversation=conversation,
         direction=Message.Direction.INBOUND,
@@ -314,6 +315,7 @@ def _model_input(conversation: Conversation, history_size: int) -> list[dict[str
     recent = list(
         Message.objects.filter(conversation=conversation, id__gt=conversation.ai_context_until_id)
         .exclude(status=Message.Status.FAILED, direction=Message.Direction.OUTBOUND)
+        .exclude(ai_reply__outcome=AiReply.Outcome.SENT)
         .order_by("-id")[:limit]
     )
     recent.reverse()
@@ -330,7 +332,7 @@ def _model_input(conversation: Conversation, history_size: int) -> list[dict[str
             items.append({"role": "assistant", "content": f"[Template {name} was sent]"})
         elif message.text:
             items.append({"role": "assistant", "content": message.text})
-    return items
+    return items, (recent[-1].id if recent else conversation.ai_context_until_id)
 
 
 @dataclass(frozen=True)
@@ -389,6 +391,7 @@ def _record(
     text: str,
     outcome: str,
     answer: _Answer | None = None,
+    context_until_id: int = 0,
 ) -> bool:
     """Queue the answer and record it, once per last inbound message; False when the lease
     was lost (handed over or taken over meanwhile) and nothing was sent."""
@@ -427,7 +430,7 @@ def _record(
             )
         changes: dict[str, Any] = {"answered_until_id": Greatest(F("answered_until_id"), last_id)}
         if answer is not None:
-            changes["ai_context_until_id"] = message.id
+            changes["ai_context_until_id"] = Greatest(F("ai_context_until_id"), context_until_id)
         Conversation.objects.filter(id=conversation.id).update(**changes)
     return True
 
@@ -506,7 +509,8 @@ def _reply(conversation_id: int, lease: Any, attempt: int) -> ReplyOutcome:
         Conversation.objects.filter(id=conversation.id).update(needs_human=True)
         return ReplyOutcome("budget_exhausted")
     try:
-        answer = _ask(conversation, assistant, _model_input(conversation, assistant.history_size))
+        items, context_until_id = _model_input(conversation, assistant.history_size)
+        answer = _ask(conversation, assistant, items)
     except AiRetryableError as exc:
         if attempt < settings.AI_REPLY_MAX_RETRIES:
             delay = min(
@@ -525,7 +529,9 @@ def _reply(conversation_id: int, lease: Any, attempt: int) -> ReplyOutcome:
     ai_reply_latency.observe(answer.latency_ms / 1000)
     ai_tokens.labels(model=answer.model, kind="input").inc(answer.input_tokens)
     ai_tokens.labels(model=answer.model, kind="output").inc(answer.output_tokens)
-    if not _record(conversation, lease, first_id, last_id, answer.text, "sent", answer):
+    if not _record(
+        conversation, lease, first_id, last_id, answer.text, "sent", answer, context_until_id
+    ):
         return ReplyOutcome("lease_lost")
     ai_replies.labels(outcome="sent").inc()
     return ReplyOutcome("sent")
