@@ -16,8 +16,9 @@ import pytest
 from django.conf import settings
 from django.test import Client
 from django.utils import timezone
+from prometheus_client import REGISTRY
 
-from conversations.assistant import conversation_reply
+from conversations.assistant import conversation_reply, replies_sweep
 from conversations.models import AiReply, Assistant, Contact, Conversation, Message
 from conversations.services import message_receive
 from conversations.tasks import reply_to_conversation
@@ -450,9 +451,14 @@ def test_a_spent_monthly_budget_stops_replies_and_the_admin_says_so(
         text="One more thing",
     )
 
+    before = REGISTRY.get_sample_value("ai_replies_total", {"outcome": "budget_exhausted"}) or 0
+
     outcome = conversation_reply(conversation_id=conversation.id)
 
     assert outcome.outcome == "budget_exhausted"
+    assert REGISTRY.get_sample_value("ai_replies_total", {"outcome": "budget_exhausted"}) == (
+        before + 1
+    )
     assert openai_api.responses == []
     conversation.refresh_from_db()
     assert conversation.needs_human
@@ -520,3 +526,83 @@ def test_without_an_api_key_ai_replies_are_off_and_the_admin_says_why(
     assert conversation_of(message).reply_due_at is None
     page = admin_client.get(f"/admin/conversations/assistant/{assistant.id}/change/")
     assert b"OPENAI_API_KEY is not set: AI replies are off." in page.content
+
+
+def waiting_conversation(channel: Channel, **fields: Any) -> Conversation:
+    """A conversation with one unanswered customer message and no reply task scheduled."""
+    contact = ContactFactory(organization=channel.organization, last_inbound_at=timezone.now())
+    conversation = Conversation.objects.create(
+        organization=channel.organization, channel=channel, contact=contact, **fields
+    )
+    MessageFactory(
+        channel=channel,
+        contact=contact,
+        conversation=conversation,
+        direction=Message.Direction.INBOUND,
+        status=Message.Status.RECEIVED,
+        text="Are you there?",
+    )
+    return conversation
+
+
+def test_a_held_lease_keeps_others_out_and_an_expired_one_is_taken_over(
+    meta_channel: Channel, assistant: Assistant, openai_api: OpenAIState, provider_api: Any
+) -> None:
+    held = waiting_conversation(
+        meta_channel,
+        status=Conversation.Status.PROCESSING_REPLY,
+        lease_expires_at=timezone.now() + timedelta(minutes=1),
+    )
+    assert conversation_reply(conversation_id=held.id).outcome == "busy"
+    assert openai_api.responses == []
+
+    Conversation.objects.filter(id=held.id).update(
+        lease_expires_at=timezone.now() - timedelta(seconds=1)
+    )
+    assert conversation_reply(conversation_id=held.id).outcome == "sent"
+    [reply] = sent_replies(held.id, 1)
+    assert reply.text == "Answering: Are you there?"
+    held.refresh_from_db()
+    assert held.status == Conversation.Status.REPLY_SENT
+    assert held.lease_expires_at is None
+
+
+def test_the_sweeper_answers_a_reply_whose_task_was_lost(
+    meta_channel: Channel, assistant: Assistant, openai_api: OpenAIState, provider_api: Any
+) -> None:
+    lost = waiting_conversation(
+        meta_channel,
+        status=Conversation.Status.REPLY_PENDING,
+        reply_due_at=timezone.now() - timedelta(minutes=5),
+    )
+
+    assert replies_sweep() == 1
+
+    [reply] = sent_replies(lost.id, 1)
+    assert reply.text == "Answering: Are you there?"
+
+
+def test_a_provider_failure_after_the_ai_answered_does_not_ask_the_ai_again(
+    meta_channel: Channel, assistant: Assistant, openai_api: OpenAIState, provider_api: Any
+) -> None:
+    provider_api.send_errors += [
+        (
+            500,
+            {
+                "error": {
+                    "message": "(#131000) Something went wrong",
+                    "type": "OAuthException",
+                    "code": 131000,
+                    "fbtrace_id": "AbCdEf",
+                }
+            },
+        )
+    ] * 2
+    message = receive(meta_channel, "Can I pay by invoice?")
+
+    [reply] = sent_replies(message.conversation_id or 0, 1)
+
+    assert len(provider_api.sends()) == 3
+    assert reply.attempts == 3
+    assert len(openai_api.responses) == 1
+    assert AiReply.objects.get().message_id == reply.id
