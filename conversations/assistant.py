@@ -29,12 +29,12 @@ from typing import Any, cast
 import openai
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Sum
+from django.db.models import Case, F, Sum, Value, When
 from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from conversations.metrics import ai_replies, ai_reply_latency, ai_tokens
-from conversations.models import AiReply, Assistant, Contact, Conversation, MediaAsset, Message
+from conversations.models import AiReply, Assistant, Conversation, MediaAsset, Message
 from conversations.sending import CUSTOMER_SERVICE_WINDOW, message_queue
 
 logger = logging.getLogger(__name__)
@@ -122,7 +122,9 @@ def _enqueue_reply(conversation_id: int, countdown: float) -> None:
 
 
 def reply_schedule(*, message: Message) -> bool:
-    """Schedule the debounced AI reply for a new inbound message; True when scheduled."""
+    """Schedule the debounced AI reply for a new inbound message; True when scheduled.
+
+    Opt-out and opt-in keywords are not passed here: they get no AI reply."""
     if message.direction != Message.Direction.INBOUND or message.conversation_id is None:
         return False
     if message.type not in REPLY_TRIGGERS or ai_unavailable_reason():
@@ -130,21 +132,27 @@ def reply_schedule(*, message: Message) -> bool:
     assistant = Assistant.objects.filter(channel_id=message.channel_id, enabled=True).first()
     if assistant is None:
         return False
-    # Read again: the message itself may have been an opt-out keyword.
-    if Contact.objects.filter(id=message.contact_id).exclude(opted_out_at=None).exists():
+    if message.contact.opted_out_at is not None:
         return False
     if handover_requested(message.text, assistant.keywords):
         conversation_handover(conversation_id=message.conversation_id, reason="keyword")
         return False
     delay = float(min(assistant.debounce_seconds, settings.TASK_MAX_COUNTDOWN))
     due = timezone.now() + timedelta(seconds=delay)
-    conversations = Conversation.objects.filter(id=message.conversation_id).exclude(
-        status=Status.HANDOVER
+    scheduled = (
+        Conversation.objects.filter(id=message.conversation_id)
+        .exclude(status=Status.HANDOVER)
+        .update(
+            reply_due_at=due,
+            # A reply being generated keeps its status; it answers this one in a follow-up.
+            status=Case(
+                When(status=Status.PROCESSING_REPLY, then=F("status")),
+                default=Value(Status.REPLY_PENDING),
+            ),
+        )
     )
-    if not conversations.update(reply_due_at=due):
+    if not scheduled:
         return False
-    # A reply being generated keeps its status; it answers this message in a follow-up.
-    conversations.exclude(status=Status.PROCESSING_REPLY).update(status=Status.REPLY_PENDING)
     _enqueue_reply(message.conversation_id, delay)
     return True
 

@@ -364,6 +364,9 @@ LOGGING = {
         "urllib3": {"level": "WARNING"},
         # twilio-python logs every request's URL and headers at INFO.
         "twilio": {"level": "WARNING"},
+        # The openai library's HTTP client logs every request at INFO.
+        "httpx2": {"level": "WARNING"},
+        "openai": {"level": "WARNING"},
     },
 }
 
