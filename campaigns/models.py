@@ -123,6 +123,9 @@ class Campaign(TimestampedModel):
     consecutive_failures = models.PositiveIntegerField(default=0)
     # The figures at completion, kept when its messages are archived.
     final_stats = models.JSONField(default=dict, blank=True)
+    # Written by every round of the fan-out's chunk senders: when it stops moving, the sweeper
+    # starts the fan-out again.
+    fanout_heartbeat_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         permissions = (("approve_campaign", "Can approve or reject campaigns"),)

@@ -278,6 +278,11 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         "task": "conversations.tasks.sweep_sends",
         "schedule": 60.0,
     },
+    # Running campaigns whose fan-out stopped moving (a worker died): every minute.
+    "restart-stalled-fanouts": {
+        "task": "campaigns.tasks.restart_stalled_fanouts",
+        "schedule": 60.0,
+    },
     # AI replies whose task was lost or whose worker died: every minute.
     "sweep-replies": {
         "task": "conversations.tasks.sweep_replies",
@@ -331,6 +336,8 @@ MESSAGE_SEND_RETRY_BACKOFF = env.float("MESSAGE_SEND_RETRY_BACKOFF", default=2.0
 PAIR_RATE_SECONDS = env.float("PAIR_RATE_SECONDS", default=6.0)
 # At most one marketing template per contact in this many hours, across all campaigns.
 MARKETING_FREQUENCY_CAP_HOURS = env.int("MARKETING_FREQUENCY_CAP_HOURS", default=24)
+# Chunk senders that work through one campaign's audience in parallel (one worker slot each).
+CAMPAIGN_FANOUT_SENDERS = env.int("CAMPAIGN_FANOUT_SENDERS", default=4)
 # A message still `queued` this long after its task was due is enqueued again (a lost publish).
 MESSAGE_REQUEUE_AFTER_SECONDS = env.int("MESSAGE_REQUEUE_AFTER_SECONDS", default=60)
 # A message `sending` for longer than a task may run was claimed by a worker that died: its

@@ -336,6 +336,7 @@ def test_a_template_to_an_unknown_number_creates_the_contact(api: ApiCaller, met
             "name": "order_shipped",
             "language": "en_US",
             "provider_template_id": "1234567890",
+            "category": "utility",
             "body_parameters": ["Dana", "#48213"],
             "header": None,
             "buttons": [],
