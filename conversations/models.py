@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
 from conversations.types import StatusUpdate
@@ -86,6 +87,10 @@ class Conversation(TimestampedModel):
     # counts those per rolling 24 hours).
     last_outbound_at = models.DateTimeField(null=True, blank=True)
     business_initiated_at = models.DateTimeField(null=True, blank=True)
+    # AI replies: the last inbound message a reply (the AI's or a human's) covered, and the last
+    # message the model has seen in its stored conversation state.
+    answered_until_id = models.BigIntegerField(default=0)
+    ai_context_until_id = models.BigIntegerField(default=0)
 
     class Meta:
         constraints = (
@@ -368,3 +373,90 @@ class MediaAsset(TimestampedModel):
 
     def __str__(self) -> str:
         return self.filename or self.provider_media_id or f"Media {self.pk}"
+
+
+class Assistant(TimestampedModel):
+    """The AI assistant that answers a channel's customers, and how it does."""
+
+    DEFAULT_FALLBACK = "Thanks for your message. A member of our team will get back to you soon."
+
+    channel = models.OneToOneField(Channel, on_delete=models.CASCADE, related_name="assistant")
+    enabled = models.BooleanField("AI replies on", default=False)
+    model = models.CharField(max_length=100, default="gpt-4.1-mini")
+    instructions = models.TextField(blank=True, help_text="The system prompt.")
+    debounce_seconds = models.PositiveSmallIntegerField(
+        default=4,
+        validators=[MinValueValidator(1), MaxValueValidator(60)],
+        help_text="Messages within this many seconds of each other get one reply.",
+    )
+    history_size = models.PositiveSmallIntegerField(
+        default=20,
+        validators=[MaxValueValidator(200)],
+        help_text="Earlier messages given to the model when it has not seen them yet.",
+    )
+    fallback_text = models.TextField(
+        default=DEFAULT_FALLBACK, help_text="Sent once when the AI cannot answer."
+    )
+    handover_keywords = models.CharField(
+        max_length=500,
+        default="human, agent",
+        blank=True,
+        help_text="Comma-separated words that hand the conversation to a human.",
+    )
+
+    def __str__(self) -> str:
+        return f"Assistant of {self.channel}"
+
+    @property
+    def keywords(self) -> list[str]:
+        return [w.strip().lower() for w in self.handover_keywords.split(",") if w.strip()]
+
+
+class AiReply(models.Model):
+    """One answer the platform sent for a burst of inbound messages, and what it cost."""
+
+    class Outcome(models.TextChoices):
+        SENT = "sent", "AI answer"
+        FALLBACK = "fallback", "Fallback text"
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    conversation = models.ForeignKey(
+        Conversation, on_delete=models.CASCADE, related_name="ai_replies"
+    )
+    message = models.OneToOneField(
+        Message, on_delete=models.SET_NULL, null=True, blank=True, related_name="ai_reply"
+    )
+    # The inbound messages answered: ids first_message_id..last_message_id of the conversation.
+    first_message_id = models.BigIntegerField()
+    last_message_id = models.BigIntegerField()
+    outcome = models.CharField(max_length=10, choices=Outcome.choices)
+    response_id = models.CharField(max_length=100, blank=True)
+    model = models.CharField(max_length=100, blank=True)
+    input_tokens = models.PositiveIntegerField(default=0)
+    output_tokens = models.PositiveIntegerField(default=0)
+    latency_ms = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = (
+            # At most one reply per inbound message, whatever the redeliveries and races.
+            models.UniqueConstraint(
+                fields=("conversation", "last_message_id"), name="ai_reply_once_per_message"
+            ),
+        )
+        indexes = (
+            # The monthly token budget: an organization's replies since the 1st.
+            models.Index(fields=("organization", "created_at"), name="ai_reply_organization_idx"),
+        )
+
+    def __str__(self) -> str:
+        return f"AI reply {self.pk}"
+
+
+class OrganizationAiUsage(Organization):
+    """An organization seen from its AI token spending (the admin's usage page)."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "organization AI usage"
+        verbose_name_plural = "organization AI usage"

@@ -180,6 +180,10 @@ def message_receive(*, channel: Channel, inbound: InboundMessage) -> tuple[Messa
     opt_out = _opt_keyword(inbound.text) if kind in ("text", "button", "interactive") else None
     if opt_out is not None:
         contact_set_opt_out(contact_id=contact.id, opted_out=opt_out)
+    else:
+        from conversations.assistant import reply_schedule  # inside: assistant imports sending
+
+        reply_schedule(message=message)
     return message, True
 
 

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 from celery import shared_task
 
 from whatsapp_platform.lib.providers.errors import ProviderRetryableError
@@ -49,3 +51,24 @@ def prune_pending_statuses() -> None:
     from conversations.services import pending_statuses_prune
 
     pending_statuses_prune()
+
+
+@shared_task(bind=True, max_retries=None)
+def reply_to_conversation(self: Any, conversation_id: int) -> None:
+    """The AI reply to a conversation's unanswered messages (queue `ai`). The service owns the
+    retry policy: it says when to run again, and sends the fallback after the last attempt."""
+    from conversations.assistant import conversation_reply
+    from whatsapp_platform.lib.visibility import visibility_heartbeat
+
+    # A reply can outlast the SQS visibility timeout: keep the message from a second worker.
+    with visibility_heartbeat(self.request):
+        outcome = conversation_reply(conversation_id=conversation_id, attempt=self.request.retries)
+    if outcome.retry_in is not None:
+        raise self.retry(countdown=outcome.retry_in)
+
+
+@shared_task
+def sweep_replies() -> None:
+    from conversations.assistant import replies_sweep
+
+    replies_sweep()

@@ -20,6 +20,8 @@ import pytest
 from django.conf import settings
 
 from tests.factories import ChannelFactory, OrganizationFactory, TwilioChannelFactory
+from tests.fake_openai import API_KEY as OPENAI_TEST_KEY
+from tests.fake_openai import OpenAIState, openai_server
 from tests.fakes import ProviderState, TcpProxy, provider_server
 from whatsapp_platform.lib.sqs import QueueSetup, ensure_queues
 from whatsapp_platform.models import Channel, Organization
@@ -121,9 +123,17 @@ def _database_url() -> str:
 class Worker:
     """A real `celery worker` process consuming the SQS queues, on the test database."""
 
-    def __init__(self, log_path: Path, provider_url: str) -> None:
+    def __init__(
+        self,
+        log_path: Path,
+        provider_url: str,
+        extra_env: dict[str, str] | None = None,
+        queues: tuple[str, ...] | None = None,
+    ) -> None:
         self.log_path = log_path
         self.provider_url = provider_url
+        self.extra_env = extra_env or {}
+        self.queues = queues or tuple(settings.WORK_QUEUES)
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -136,6 +146,7 @@ class Worker:
             "META_GRAPH_API_BASE_URL": self.provider_url,
             "TWILIO_API_BASE_URL": self.provider_url,
             "TWILIO_CONTENT_API_BASE_URL": self.provider_url,
+            **self.extra_env,
         }
         self.log = self.log_path.open("ab")
         self.process = subprocess.Popen(
@@ -145,7 +156,7 @@ class Worker:
                 "whatsapp_platform",
                 "worker",
                 "--queues",
-                ",".join(settings.WORK_QUEUES),
+                ",".join(self.queues),
                 "--include",
                 "tests.celery_tasks",
                 "--pool",
@@ -176,14 +187,35 @@ class Worker:
 
 
 @pytest.fixture(scope="session")
+def openai_fake() -> Iterator[tuple[str, OpenAIState]]:
+    """The fake OpenAI API, shared by the test process and the workers (OPENAI_BASE_URL)."""
+    with openai_server() as (url, state):
+        yield url, state
+
+
+@pytest.fixture
+def openai_api(openai_fake: tuple[str, OpenAIState], settings: Any) -> OpenAIState:
+    url, state = openai_fake
+    settings.OPENAI_API_KEY = OPENAI_TEST_KEY
+    settings.OPENAI_BASE_URL = url
+    state.reset()
+    return state
+
+
+@pytest.fixture(scope="session")
 def celery_worker(
     django_db_setup: None,
     sqs_queues: dict[str, QueueSetup],
     providers: tuple[str, ProviderState],
+    openai_fake: tuple[str, OpenAIState],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Worker]:
     """Started once per session, and stopped before the test database is dropped."""
-    worker = Worker(tmp_path_factory.mktemp("worker") / "worker.log", providers[0])
+    worker = Worker(
+        tmp_path_factory.mktemp("worker") / "worker.log",
+        providers[0],
+        extra_env={"OPENAI_API_KEY": OPENAI_TEST_KEY, "OPENAI_BASE_URL": openai_fake[0]},
+    )
     worker.start()
     yield worker
     worker.stop()

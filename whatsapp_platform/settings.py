@@ -287,6 +287,11 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         "task": "campaigns.tasks.restart_stalled_fanouts",
         "schedule": 60.0,
     },
+    # AI replies whose task was lost or whose worker died: every minute.
+    "sweep-replies": {
+        "task": "conversations.tasks.sweep_replies",
+        "schedule": 60.0,
+    },
     # Statuses for message ids that never showed up: daily.
     "prune-pending-statuses": {
         "task": "conversations.tasks.prune_pending_statuses",
@@ -390,6 +395,9 @@ LOGGING = {
         "urllib3": {"level": "WARNING"},
         # twilio-python logs every request's URL and headers at INFO.
         "twilio": {"level": "WARNING"},
+        # The openai library's HTTP client logs every request at INFO.
+        "httpx2": {"level": "WARNING"},
+        "openai": {"level": "WARNING"},
     },
 }
 
@@ -416,6 +424,17 @@ WORKER_HEARTBEAT_SECONDS = env.int("WORKER_HEARTBEAT_SECONDS", default=30)
 BEAT_HEARTBEAT_STALE_SECONDS = env.int("BEAT_HEARTBEAT_STALE_SECONDS", default=180)
 # Client analytics events accepted in one request.
 ANALYTICS_MAX_EVENTS = 100
+
+# --- AI replies -----------------------------------------------------------------------------
+# The openai library reads both from the environment as well; without a key AI replies are off.
+OPENAI_API_KEY = env.str("OPENAI_API_KEY", default="")
+OPENAI_BASE_URL = env.str("OPENAI_BASE_URL", default="") or None
+# Seconds to wait for one Responses API call, and attempts before the fallback text is sent.
+OPENAI_TIMEOUT = env.float("OPENAI_TIMEOUT", default=60.0)
+AI_REPLY_MAX_RETRIES = env.int("AI_REPLY_MAX_RETRIES", default=3)
+AI_REPLY_RETRY_BACKOFF = env.float("AI_REPLY_RETRY_BACKOFF", default=5.0)
+# Tokens (input and output) each organization may spend a calendar month; 0 is no limit.
+AI_MONTHLY_TOKEN_BUDGET = env.int("AI_MONTHLY_TOKEN_BUDGET", default=0)
 
 # --- Campaigns ------------------------------------------------------------------------------
 # The largest audience CSV accepted (about 50 bytes a row: 1,000,000 rows).
