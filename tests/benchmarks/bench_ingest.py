@@ -31,6 +31,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -101,6 +102,40 @@ def cpu_split(before: dict[str, float], after: dict[str, float], seconds: float)
     return ", ".join(f"{k} {100 * (after[k] - before.get(k, 0.0)) / seconds:.0f}%" for k in parts)
 
 
+def profile_run(out: Path, pid: int, run: Callable[[], dict[str, float]], duration: int) -> None:
+    """Sample the gunicorn workers (GIL holders only: CPU) during one run; print the top frames."""
+    out.mkdir(parents=True, exist_ok=True)
+    raw, svg = out / "ingest.txt", out / "ingest.svg"
+    for path, fmt in ((raw, "raw"), (svg, "flamegraph")):
+        spy = subprocess.Popen(
+            [
+                str(BIN / "py-spy"), "record", "--pid", str(pid), "--subprocesses", "--gil",
+                "--nonblocking", "--nolineno", "--format", fmt, "--duration", str(duration),
+                "--output", str(path),
+            ],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        time.sleep(1)
+        run()
+        spy.wait(timeout=60)
+    inclusive: dict[str, int] = {}
+    own: dict[str, int] = {}
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        count = int(count_text)
+        frames = stack.split(";")
+        total += count
+        own[frames[-1]] = own.get(frames[-1], 0) + count
+        for frame in set(frames):
+            inclusive[frame] = inclusive.get(frame, 0) + count
+    print(f"profile: {total} samples of GIL-holding worker threads; flame graph {svg}")
+    for title, table in (("inclusive", inclusive), ("own", own)):
+        print(f"  top frames, {title}:")
+        for frame, count in sorted(table.items(), key=lambda kv: -kv[1])[:25]:
+            print(f"    {100 * count / total:5.1f}%  {frame[:110]}")
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -164,6 +199,11 @@ def main() -> None:
     parser.add_argument("--gunicorn-threads", type=int, default=4)
     parser.add_argument("--batch-posts", type=int, default=200, help="Webhooks of 50 statuses.")
     parser.add_argument("--drain-events", type=int, default=3000, help="Events one worker drains.")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="After the rounds, one more webhook run under py-spy: its flame graph goes here.",
+    )
     args = parser.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("wrk is needed: apt-get install wrk")
@@ -272,7 +312,7 @@ def main() -> None:
         with db.cursor() as cursor:
             cursor.execute("ANALYZE")  # as autovacuum would after a bulk load
 
-        start(
+        gunicorn = start(
             [
                 str(BIN / "gunicorn"), "whatsapp_platform.wsgi", "-b", f"127.0.0.1:{web_port}",
                 "-w", str(args.gunicorn_workers), "-k", "gthread", "--threads", str(args.gunicorn_threads),
@@ -319,6 +359,21 @@ def main() -> None:
             )
             print(f"  CPU during the webhook run (of one core): {split}", flush=True)
         errors = sum(run["errors"] for run in ingest_runs + bare_runs)
+        if args.profile:
+            # New bodies (`read`, not `delivered`): stored, not answered as redeliveries.
+            requests_file = work / "requests-profile.tsv"
+            with requests_file.open("w") as out:
+                for n in range(per_run):
+                    body = status_body([f"wamid.BENCH{n:08d}"], "read")
+                    out.write(f"{meta_signature(body, APP_SECRET)}\t{body.decode()}\n")
+            profile_run(
+                args.profile,
+                gunicorn.pid,
+                lambda: wrk(
+                    base + "/webhooks/meta/", "-s", str(lua), "--", str(requests_file), "2"
+                ),
+                args.duration,
+            )
 
         def median(runs: list[dict[str, float]], key: str) -> float:
             return statistics.median(run[key] for run in runs)

@@ -1,0 +1,193 @@
+"""Group commit of webhook events: one INSERT and one commit for every delivery waiting.
+
+Request threads hand their verified event to this process's writer thread and wait for it. The
+writer takes everything waiting, stores it with ONE multi-row
+`INSERT ... ON CONFLICT (dedupe_key) DO NOTHING RETURNING id, dedupe_key` in autocommit, then
+wakes each request with its outcome: the new event's id, or None for a redelivery. A request is
+answered only once its row is committed. A batch is whatever gathered while the previous commit
+ran, so a lone delivery is written at once and a busy process commits many rows at a time.
+
+PostgreSQL only. The writer owns its database connection: a request thread never waits on a
+connection check, and a connection that failed is closed and opened again for the next batch
+(its requests get the error, answered 503, and the provider retries).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from dataclasses import dataclass
+
+from django.db import DatabaseError, DataError, IntegrityError, OperationalError, connection
+
+from webhooks.dispatch import dispatcher
+from webhooks.models import WebhookEvent
+
+logger = logging.getLogger(__name__)
+
+MAX_BATCH = 500
+WAIT_SECONDS = 20.0  # a request gives up (503) if its batch takes longer than this
+IDLE_SECONDS = 2.0  # an idle writer holds no database connection
+
+_COLUMNS = (
+    "provider",
+    "organization_id",
+    "channel_id",
+    "body",
+    "kind",
+    "dedupe_key",
+    "signature",
+    "state",
+    "attempts",
+    "last_error",
+)
+_ROW_SQL = "(" + ", ".join(["%s"] * len(_COLUMNS)) + ", now(), now(), now())"
+_INSERT_SQL = (
+    "INSERT INTO {table} ({columns}, received_at, queued_at, updated_at) VALUES {rows}"
+    " ON CONFLICT (dedupe_key) DO NOTHING RETURNING id, dedupe_key"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class EventRow:
+    """A verified delivery, as it is stored."""
+
+    provider: str
+    organization_id: int | None
+    channel_id: int | None
+    body: str
+    kind: str
+    dedupe_key: str
+    signature: str
+
+    def params(self) -> tuple[str | int | None, ...]:
+        # `queued` at once: the dispatcher marks it `received` again if the broker refuses it,
+        # and the sweep of old `queued` events covers a process that died before sending.
+        return (
+            self.provider,
+            self.organization_id,
+            self.channel_id,
+            self.body,
+            self.kind,
+            self.dedupe_key,
+            self.signature,
+            WebhookEvent.State.QUEUED,
+            0,
+            "",
+        )
+
+
+class _Waiter:
+    __slots__ = ("done", "error", "event_id", "row")
+
+    def __init__(self, row: EventRow) -> None:
+        self.row = row
+        self.done = threading.Event()
+        self.event_id: int | None = None
+        self.error: DatabaseError | None = None
+
+
+def _insert(rows: list[EventRow]) -> dict[str, int]:
+    """Insert rows with distinct keys in one statement and commit; their new ids by key."""
+    sql = _INSERT_SQL.format(
+        table=connection.ops.quote_name(WebhookEvent._meta.db_table),
+        columns=", ".join(connection.ops.quote_name(column) for column in _COLUMNS),
+        rows=", ".join([_ROW_SQL] * len(rows)),
+    )
+    params = [value for row in rows for value in row.params()]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return {key: event_id for event_id, key in cursor.fetchall()}
+
+
+def _close_connection() -> None:
+    try:
+        connection.close()
+    except Exception:
+        logger.warning("Closing the webhook event writer's database connection failed")
+
+
+class EventWriter:
+    def __init__(self) -> None:
+        self._reset()
+        os.register_at_fork(after_in_child=self._reset)
+
+    def _reset(self) -> None:
+        # A forked child (a gunicorn worker) starts with no writer thread and nothing waiting.
+        self._cond = threading.Condition()
+        self._waiting: list[_Waiter] = []
+        self._thread: threading.Thread | None = None
+
+    @staticmethod
+    def usable() -> bool:
+        """Whether an event recorded now can go through the writer.
+
+        PostgreSQL only, and not inside a caller's transaction: the writer's own connection
+        could neither see nor join it.
+        """
+        return connection.vendor == "postgresql" and not connection.in_atomic_block
+
+    def write(self, row: EventRow) -> int | None:
+        """Store a row, committed on return: its new id, or None when its key is stored already.
+
+        Raises DatabaseError when it could not be stored.
+        """
+        waiter = _Waiter(row)
+        with self._cond:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="event-writer", daemon=True)
+                self._thread.start()
+            self._waiting.append(waiter)
+            self._cond.notify()
+        if not waiter.done.wait(WAIT_SECONDS):
+            raise OperationalError("The webhook event writer did not answer in time.")
+        if waiter.error is not None:
+            raise waiter.error
+        return waiter.event_id
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._waiting:
+                    if not self._cond.wait(IDLE_SECONDS):
+                        _close_connection()
+                batch, self._waiting = self._waiting[:MAX_BATCH], self._waiting[MAX_BATCH:]
+            self._write(batch)
+
+    def _write(self, batch: list[_Waiter]) -> None:
+        first: dict[str, _Waiter] = {}
+        for waiter in batch:
+            first.setdefault(waiter.row.dedupe_key, waiter)
+        rows = [waiter.row for waiter in first.values()]
+        inserted: dict[str, int] = {}
+        failed: dict[str, DatabaseError] = {}
+        try:
+            inserted = _insert(rows)
+        except (DataError, IntegrityError) as exc:
+            # One row the database refuses must not fail the others: store them one by one.
+            if len(rows) == 1:
+                failed[rows[0].dedupe_key] = exc
+            else:
+                for row in rows:
+                    try:
+                        inserted.update(_insert([row]))
+                    except DatabaseError as row_exc:
+                        failed[row.dedupe_key] = row_exc
+        except Exception as exc:
+            logger.exception("Storing %s webhook event(s) failed", len(rows))
+            error = exc if isinstance(exc, DatabaseError) else OperationalError(str(exc))
+            failed = dict.fromkeys(first, error)
+            _close_connection()  # the next batch opens a new one
+        for waiter in batch:
+            key = waiter.row.dedupe_key
+            if key in failed:
+                waiter.error = failed[key]
+            elif first[key] is waiter:
+                waiter.event_id = inserted.get(key)
+            waiter.done.set()
+        for event_id in inserted.values():
+            dispatcher.submit(event_id)
+
+
+event_writer = EventWriter()
