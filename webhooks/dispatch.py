@@ -31,6 +31,11 @@ class EventDispatcher:
         self._idle.set()
 
     def submit(self, event_id: int) -> None:
+        self.submit_many([event_id])
+
+    def submit_many(self, event_ids: list[int]) -> None:
+        if not event_ids:
+            return
         if self._pid != os.getpid():  # first use, or a forked child: start this process's thread
             with self._lock:
                 if self._pid != os.getpid():
@@ -38,7 +43,8 @@ class EventDispatcher:
                     threading.Thread(target=self._run, name="event-dispatcher", daemon=True).start()
                     self._pid = os.getpid()
         self._idle.clear()
-        self._queue.put(event_id)
+        for event_id in event_ids:
+            self._queue.put(event_id)
 
     def wait_idle(self, timeout: float = 10) -> bool:
         """Wait until everything submitted has been handled (for tests and shutdown)."""

@@ -1,19 +1,20 @@
 """Group commit of webhook events: one INSERT and one commit for every delivery waiting.
 
-Request threads hand their verified event to this process's writer thread and wait for it. The
-writer takes everything waiting, stores it with ONE multi-row
+Request threads hand their verified event to this process's writer threads and wait. A writer
+takes everything waiting, stores it with ONE multi-row
 `INSERT ... ON CONFLICT (dedupe_key) DO NOTHING RETURNING id, dedupe_key` in autocommit, then
 wakes each request with its outcome: the new event's id, or None for a redelivery. A request is
 answered only once its row is committed. A batch is whatever gathered while the previous commit
 ran, so a lone delivery is written at once and a busy process commits many rows at a time.
 
-PostgreSQL only. The writer owns its database connection: a request thread never waits on a
+PostgreSQL only. Each writer owns its database connection: a request thread never waits on a
 connection check, and a connection that failed is closed and opened again for the next batch
 (its requests get the error, answered 503, and the provider retries).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -27,8 +28,12 @@ from webhooks.models import WebhookEvent
 logger = logging.getLogger(__name__)
 
 MAX_BATCH = 500
+# Two writers per process: one batch commits while the next is already on its way, and
+# PostgreSQL flushes both commits to disk together.
+WRITER_THREADS = 2
 WAIT_SECONDS = 20.0  # a request gives up (503) if its batch takes longer than this
 IDLE_SECONDS = 2.0  # an idle writer holds no database connection
+APPLICATION_NAME = "webhook-event-writer"
 
 _COLUMNS = (
     "provider",
@@ -88,16 +93,24 @@ class _Waiter:
         self.error: DatabaseError | None = None
 
 
-def _insert(rows: list[EventRow]) -> dict[str, int]:
-    """Insert rows with distinct keys in one statement and commit; their new ids by key."""
-    sql = _INSERT_SQL.format(
+@functools.cache
+def _insert_sql(row_count: int) -> str:
+    return _INSERT_SQL.format(
         table=connection.ops.quote_name(WebhookEvent._meta.db_table),
         columns=", ".join(connection.ops.quote_name(column) for column in _COLUMNS),
-        rows=", ".join([_ROW_SQL] * len(rows)),
+        rows=", ".join([_ROW_SQL] * row_count),
     )
+
+
+def _insert(rows: list[EventRow]) -> dict[str, int]:
+    """Insert rows with distinct keys in one statement and commit; their new ids by key."""
     params = [value for row in rows for value in row.params()]
+    new_connection = connection.connection is None
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+        if new_connection:
+            # Named, so that operators (and tests) can tell the writers' connections apart.
+            cursor.execute("SET application_name = %s", [APPLICATION_NAME])
+        cursor.execute(_insert_sql(len(rows)), params)
         return {key: event_id for event_id, key in cursor.fetchall()}
 
 
@@ -117,7 +130,7 @@ class EventWriter:
         # A forked child (a gunicorn worker) starts with no writer thread and nothing waiting.
         self._cond = threading.Condition()
         self._waiting: list[_Waiter] = []
-        self._thread: threading.Thread | None = None
+        self._started = False
 
     @staticmethod
     def usable() -> bool:
@@ -128,6 +141,11 @@ class EventWriter:
         """
         return connection.vendor == "postgresql" and not connection.in_atomic_block
 
+    def waiting(self) -> int:
+        """Deliveries waiting for a writer to take them."""
+        with self._cond:
+            return len(self._waiting)
+
     def write(self, row: EventRow) -> int | None:
         """Store a row, committed on return: its new id, or None when its key is stored already.
 
@@ -135,9 +153,10 @@ class EventWriter:
         """
         waiter = _Waiter(row)
         with self._cond:
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="event-writer", daemon=True)
-                self._thread.start()
+            if not self._started:
+                for _ in range(WRITER_THREADS):
+                    threading.Thread(target=self._run, name="event-writer", daemon=True).start()
+                self._started = True
             self._waiting.append(waiter)
             self._cond.notify()
         if not waiter.done.wait(WAIT_SECONDS):
@@ -186,8 +205,7 @@ class EventWriter:
             elif first[key] is waiter:
                 waiter.event_id = inserted.get(key)
             waiter.done.set()
-        for event_id in inserted.values():
-            dispatcher.submit(event_id)
+        dispatcher.submit_many(list(inserted.values()))
 
 
 event_writer = EventWriter()

@@ -1,7 +1,7 @@
 """Webhook ingestion benchmark (`make bench-ingest`).
 
-Starts the platform as deployed (gunicorn, PostgreSQL, SQS on a local moto server, Celery
-workers) and drives it over loopback with wrk:
+Starts the platform as deployed (gunicorn with deploy/gunicorn.conf.py, PostgreSQL, SQS on a
+local moto server, Celery workers) and drives it over loopback with wrk:
 
 1. HTTP: signed Meta status webhooks against POST /webhooks/meta/ and, in the same rounds on
    the same server, the bare view GET /health/, no worker running. Requests/s, p50 and p99
@@ -195,10 +195,19 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=10, help="Seconds per wrk run.")
     parser.add_argument("--rounds", type=int, default=3, help="Interleaved rounds of bare/ingest.")
     parser.add_argument("--connections", type=int, default=16)
-    parser.add_argument("--gunicorn-workers", type=int, default=2)
-    parser.add_argument("--gunicorn-threads", type=int, default=4)
+    parser.add_argument("--gunicorn-workers", type=int, help="Default: deploy/gunicorn.conf.py.")
+    parser.add_argument("--gunicorn-threads", type=int, help="Default: deploy/gunicorn.conf.py.")
     parser.add_argument("--batch-posts", type=int, default=200, help="Webhooks of 50 statuses.")
     parser.add_argument("--drain-events", type=int, default=3000, help="Events one worker drains.")
+    parser.add_argument(
+        "--http-only", action="store_true", help="Only the HTTP rounds (1), not processing."
+    )
+    parser.add_argument(
+        "--gunicorn-option",
+        action="append",
+        default=[],
+        help="A further gunicorn option for the one server of both views (repeatable).",
+    )
     parser.add_argument(
         "--profile",
         type=Path,
@@ -290,6 +299,8 @@ def main() -> None:
         contact = Contact.objects.create(organization=channel.organization, wa_id="16315551181")
         per_run = 40_000
         total = per_run * args.rounds + args.drain_events + 2000 + 50 * args.batch_posts
+        if args.http_only:
+            total = 0  # nothing is processed: the statuses need no messages
         print(f"Creating {total:,} outbound messages to receive statuses for ...", flush=True)
         Message.objects.bulk_create(
             (
@@ -314,8 +325,11 @@ def main() -> None:
 
         gunicorn = start(
             [
-                str(BIN / "gunicorn"), "whatsapp_platform.wsgi", "-b", f"127.0.0.1:{web_port}",
-                "-w", str(args.gunicorn_workers), "-k", "gthread", "--threads", str(args.gunicorn_threads),
+                str(BIN / "gunicorn"), "whatsapp_platform.wsgi", "-c", "deploy/gunicorn.conf.py",
+                "-b", f"127.0.0.1:{web_port}",
+                *(["-w", str(args.gunicorn_workers)] if args.gunicorn_workers else []),
+                *(["--threads", str(args.gunicorn_threads)] if args.gunicorn_threads else []),
+                *args.gunicorn_option,
             ],
             "gunicorn",
         )  # fmt: skip
@@ -380,6 +394,13 @@ def main() -> None:
 
         ingest_rps, bare_rps = median(ingest_runs, "rps"), median(bare_runs, "rps")
         print(f"stored {WebhookEvent.objects.count():,} events ({errors:.0f} non-2xx answers)")
+        if args.http_only:
+            print(
+                f"RESULT ingest_rps={ingest_rps:.0f} bare_rps={bare_rps:.0f} "
+                f"ratio={ingest_rps / bare_rps:.2f} p50_ms={median(ingest_runs, 'p50'):.2f} "
+                f"p99_ms={median(ingest_runs, 'p99'):.2f}"
+            )
+            return
         # The HTTP rounds measured ingestion only: their events leave the queue unprocessed.
         from whatsapp_platform.lib.sqs import queue_name, sqs_client
 
