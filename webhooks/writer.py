@@ -172,7 +172,14 @@ class EventWriter:
                     if not self._cond.wait(IDLE_SECONDS):
                         _close_connection()
                 batch, self._waiting = self._waiting[:MAX_BATCH], self._waiting[MAX_BATCH:]
-            self._write(batch)
+            try:
+                self._write(batch)
+            except Exception as exc:  # never leave a request waiting, nor the writer dead
+                logger.exception("The webhook event writer failed")
+                for waiter in batch:
+                    if not waiter.done.is_set():
+                        waiter.error = _database_error(exc)
+                        waiter.done.set()
 
     def _write(self, batch: list[_Waiter]) -> None:
         first: dict[str, _Waiter] = {}
@@ -183,21 +190,24 @@ class EventWriter:
         failed: dict[str, DatabaseError] = {}
         try:
             inserted = _insert(rows)
-        except (DataError, IntegrityError) as exc:
-            # One row the database refuses must not fail the others: store them one by one.
+        except (DataError, IntegrityError, ValueError) as exc:
+            # A row the database refuses must not fail the others: store them one by one.
+            for row in rows if len(rows) > 1 else ():
+                try:
+                    inserted.update(_insert([row]))
+                except (DataError, IntegrityError, ValueError) as row_exc:
+                    failed[row.dedupe_key] = _database_error(row_exc)
             if len(rows) == 1:
-                failed[rows[0].dedupe_key] = exc
-            else:
-                for row in rows:
-                    try:
-                        inserted.update(_insert([row]))
-                    except DatabaseError as row_exc:
-                        failed[row.dedupe_key] = row_exc
+                failed[rows[0].dedupe_key] = _database_error(exc)
         except Exception as exc:
-            logger.exception("Storing %s webhook event(s) failed", len(rows))
-            error = exc if isinstance(exc, DatabaseError) else OperationalError(str(exc))
-            failed = dict.fromkeys(first, error)
+            failed = dict.fromkeys(first, _database_error(exc))
             _close_connection()  # the next batch opens a new one
+        if failed:
+            # Types only: database errors can quote what a row holds.
+            errors = sorted({type(error.__cause__ or error).__name__ for error in failed.values()})
+            logger.error(
+                "Storing %s of %s webhook event(s) failed: %s", len(failed), len(rows), errors
+            )
         for waiter in batch:
             key = waiter.row.dedupe_key
             if key in failed:
@@ -206,6 +216,15 @@ class EventWriter:
                 waiter.event_id = inserted.get(key)
             waiter.done.set()
         dispatcher.submit_many(list(inserted.values()))
+
+
+def _database_error(exc: BaseException) -> DatabaseError:
+    """What the request raises (answered 503): a DatabaseError, whatever the writer met."""
+    if isinstance(exc, DatabaseError):
+        return exc
+    error = OperationalError(f"Storing the webhook event failed: {type(exc).__name__}")
+    error.__cause__ = exc
+    return error
 
 
 event_writer = EventWriter()
