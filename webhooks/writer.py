@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import queue
 import threading
 from dataclasses import dataclass
 
@@ -84,13 +85,26 @@ class EventRow:
 
 
 class _Waiter:
-    __slots__ = ("done", "error", "event_id", "row")
+    """One request waiting for its row's outcome (a bare lock: the cheapest wake-up)."""
+
+    __slots__ = ("_done", "answered", "error", "event_id", "row")
 
     def __init__(self, row: EventRow) -> None:
         self.row = row
-        self.done = threading.Event()
+        self._done = threading.Lock()
+        self._done.acquire()  # released once answered
+        self.answered = False
         self.event_id: int | None = None
         self.error: DatabaseError | None = None
+
+    def answer(self, event_id: int | None = None, error: DatabaseError | None = None) -> None:
+        if not self.answered:  # only the writer thread answers
+            self.answered = True
+            self.event_id, self.error = event_id, error
+            self._done.release()
+
+    def wait(self, timeout: float) -> bool:
+        return self._done.acquire(timeout=timeout)
 
 
 @functools.cache
@@ -128,8 +142,8 @@ class EventWriter:
 
     def _reset(self) -> None:
         # A forked child (a gunicorn worker) starts with no writer thread and nothing waiting.
-        self._cond = threading.Condition()
-        self._waiting: list[_Waiter] = []
+        self._waiting: queue.SimpleQueue[_Waiter] = queue.SimpleQueue()
+        self._start_lock = threading.Lock()
         self._started = False
 
     @staticmethod
@@ -143,43 +157,50 @@ class EventWriter:
 
     def waiting(self) -> int:
         """Deliveries waiting for a writer to take them."""
-        with self._cond:
-            return len(self._waiting)
+        return self._waiting.qsize()
 
     def write(self, row: EventRow) -> int | None:
         """Store a row, committed on return: its new id, or None when its key is stored already.
 
         Raises DatabaseError when it could not be stored.
         """
+        if not self._started:
+            with self._start_lock:
+                if not self._started:
+                    for _ in range(WRITER_THREADS):
+                        threading.Thread(
+                            target=self._run,
+                            args=(self._waiting,),
+                            name="event-writer",
+                            daemon=True,
+                        ).start()
+                    self._started = True
         waiter = _Waiter(row)
-        with self._cond:
-            if not self._started:
-                for _ in range(WRITER_THREADS):
-                    threading.Thread(target=self._run, name="event-writer", daemon=True).start()
-                self._started = True
-            self._waiting.append(waiter)
-            self._cond.notify()
-        if not waiter.done.wait(WAIT_SECONDS):
+        self._waiting.put(waiter)
+        if not waiter.wait(WAIT_SECONDS):
             raise OperationalError("The webhook event writer did not answer in time.")
         if waiter.error is not None:
             raise waiter.error
         return waiter.event_id
 
-    def _run(self) -> None:
+    def _run(self, waiting: queue.SimpleQueue[_Waiter]) -> None:
         while True:
-            with self._cond:
-                while not self._waiting:
-                    if not self._cond.wait(IDLE_SECONDS):
-                        _close_connection()
-                batch, self._waiting = self._waiting[:MAX_BATCH], self._waiting[MAX_BATCH:]
+            try:
+                batch = [waiting.get(timeout=IDLE_SECONDS)]
+            except queue.Empty:
+                _close_connection()
+                batch = [waiting.get()]
+            while len(batch) < MAX_BATCH:
+                try:
+                    batch.append(waiting.get_nowait())
+                except queue.Empty:
+                    break
             try:
                 self._write(batch)
             except Exception as exc:  # never leave a request waiting, nor the writer dead
                 logger.exception("The webhook event writer failed")
                 for waiter in batch:
-                    if not waiter.done.is_set():
-                        waiter.error = _database_error(exc)
-                        waiter.done.set()
+                    waiter.answer(error=_database_error(exc))
 
     def _write(self, batch: list[_Waiter]) -> None:
         first: dict[str, _Waiter] = {}
@@ -211,10 +232,9 @@ class EventWriter:
         for waiter in batch:
             key = waiter.row.dedupe_key
             if key in failed:
-                waiter.error = failed[key]
-            elif first[key] is waiter:
-                waiter.event_id = inserted.get(key)
-            waiter.done.set()
+                waiter.answer(error=failed[key])
+            else:
+                waiter.answer(event_id=inserted.get(key) if first[key] is waiter else None)
         dispatcher.submit_many(list(inserted.values()))
 
 
