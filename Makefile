@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint install install-dev bench-ingest
+.PHONY: run test lint install install-dev bench-ingest bench-send
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -41,3 +41,9 @@ test: lint
 bench-ingest: install-dev
 	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
 	$(BIN)/python tests/benchmarks/bench_ingest.py
+
+# A 20,000-recipient campaign through two worker processes to a fake Graph API (50 ms answers)
+# on a channel limited to 1,000 messages/s. Needs PostgreSQL (BENCH_DATABASE_URL, default the
+# local server's whatsapp_bench_send).
+bench-send: install-dev
+	$(BIN)/python tests/benchmarks/bench_send.py

@@ -72,15 +72,24 @@ class Campaign(TimestampedModel):
         CANCELLED = "cancelled"
 
     # The workflow: draft → pending_approval → approved or rejected → scheduled → running ⇄ paused
-    # → completed or cancelled. A rejected campaign can be edited and submitted again.
+    # → completed or cancelled. A rejected campaign can be edited and submitted again; an edit to a
+    # pending, approved or scheduled campaign sends it back to draft, to be approved again.
     TRANSITIONS: ClassVar[dict[str, frozenset[str]]] = {
         Status.DRAFT: frozenset({Status.PENDING_APPROVAL, Status.CANCELLED}),
-        Status.PENDING_APPROVAL: frozenset({Status.APPROVED, Status.REJECTED, Status.CANCELLED}),
+        Status.PENDING_APPROVAL: frozenset(
+            {Status.DRAFT, Status.APPROVED, Status.REJECTED, Status.CANCELLED}
+        ),
         Status.REJECTED: frozenset({Status.DRAFT, Status.PENDING_APPROVAL, Status.CANCELLED}),
-        Status.APPROVED: frozenset({Status.SCHEDULED, Status.RUNNING, Status.CANCELLED}),
-        Status.SCHEDULED: frozenset({Status.RUNNING, Status.PAUSED, Status.CANCELLED}),
+        Status.APPROVED: frozenset(
+            {Status.DRAFT, Status.SCHEDULED, Status.RUNNING, Status.CANCELLED}
+        ),
+        Status.SCHEDULED: frozenset(
+            {Status.DRAFT, Status.RUNNING, Status.PAUSED, Status.CANCELLED}
+        ),
         Status.RUNNING: frozenset({Status.PAUSED, Status.COMPLETED, Status.CANCELLED}),
-        Status.PAUSED: frozenset({Status.RUNNING, Status.CANCELLED}),
+        # A paused campaign that never started and whose time is still ahead goes back to
+        # scheduled when resumed.
+        Status.PAUSED: frozenset({Status.RUNNING, Status.SCHEDULED, Status.CANCELLED}),
         Status.COMPLETED: frozenset(),
         Status.CANCELLED: frozenset(),
     }
@@ -114,6 +123,9 @@ class Campaign(TimestampedModel):
     consecutive_failures = models.PositiveIntegerField(default=0)
     # The figures at completion, kept when its messages are archived.
     final_stats = models.JSONField(default=dict, blank=True)
+    # Written by every round of the fan-out's chunk senders: when it stops moving, the sweeper
+    # starts the fan-out again.
+    fanout_heartbeat_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         permissions = (("approve_campaign", "Can approve or reject campaigns"),)

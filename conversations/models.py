@@ -159,6 +159,15 @@ class Message(TimestampedModel):
         Status.DELIVERED: 5,
         Status.READ: 6,
     }
+    # Platform error codes of sends that the sending rules stopped before any provider call
+    # (checked when each message goes out): campaign statistics count these as skipped.
+    ERROR_OPTED_OUT = "opted_out"
+    ERROR_OUTSIDE_WINDOW = "outside_window"  # free-form more than 24 h after the last inbound
+    ERROR_FREQUENCY_CAP = "frequency_cap"  # a marketing template already went out recently
+    ERROR_MARKETING_HELD = "marketing_held"  # Contact.marketing_held_until (Meta 131049/131050)
+    SKIP_CODES: ClassVar[frozenset[str]] = frozenset(
+        {ERROR_OPTED_OUT, ERROR_OUTSIDE_WINDOW, ERROR_FREQUENCY_CAP, ERROR_MARKETING_HELD}
+    )
     STATUS_TIMESTAMP: ClassVar[dict[str, str]] = {
         Status.QUEUED: "queued_at",
         Status.SENT: "sent_at",

@@ -9,7 +9,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Q
+from django.db.models import F, Q
 from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
@@ -94,6 +94,10 @@ def contact_set_opt_out(*, contact_id: int, opted_out: bool) -> None:
         Contact.objects.filter(id=contact_id, opted_out_at=None).update(opted_out_at=timezone.now())
     else:
         Contact.objects.filter(id=contact_id).exclude(opted_out_at=None).update(opted_out_at=None)
+        # Opting back in also lifts a marketing hold (Meta 131049/131050).
+        Contact.objects.filter(id=contact_id).exclude(marketing_held_until=None).update(
+            marketing_held_until=None
+        )
 
 
 def _opt_keyword(text: str) -> bool | None:
@@ -200,20 +204,25 @@ def message_statuses_apply(
 ) -> dict[str, int]:
     """Apply statuses to our outbound messages: only forward, each step's time recorded once.
 
-    A status for a message id not recorded yet (it can arrive before our own send call has
-    returned) is kept and applied when the message records that id. Returns how many were
+    A status for a provider id not recorded yet that names our message id (a send whose
+    outcome was unknown, or whose call has not returned yet) records that id on the
+    organization's own message and is applied. Any other status for an unknown id (it can
+    arrive before our own send call has returned) is kept and applied when the message records
+    that id. Returns how many were
     "applied", only "recorded" (the message is already further on) or left "pending".
     """
     for update in updates:
         if update.status not in Message.STATUS_RANK:
             raise ValueError(f"Unknown message status {update.status!r}.")
-    ids = dict(
-        Message.objects.filter(
+    ids: dict[str, int] = {
+        str(provider_message_id): message_id
+        for provider_message_id, message_id in Message.objects.filter(
             organization=organization,
             provider=provider,
             provider_message_id__in={u.provider_message_id for u in updates},
         ).values_list("provider_message_id", "id")
-    )
+    }
+    ids.update(_provider_ids_reconcile(organization, provider, updates, ids))
     counts = {"applied": 0, "recorded": 0, "pending": 0}
     pending = []
     known = [(ids[u.provider_message_id], u) for u in updates if u.provider_message_id in ids]
@@ -234,6 +243,41 @@ def message_statuses_apply(
             counts[_status_apply(message_id, update)] += 1
     PendingStatus.objects.bulk_create(pending)
     return counts
+
+
+def _provider_ids_reconcile(
+    organization: Organization, provider: str, updates: list[StatusUpdate], known: dict[str, int]
+) -> dict[str, int]:
+    """Provider ids of sends whose outcome we never recorded (`unknown`, or still `sending`),
+    learnt from statuses that name our message id. Only the organization's own messages."""
+    named = {
+        u.our_message_id: u.provider_message_id
+        for u in updates
+        if u.our_message_id is not None and u.provider_message_id not in known
+    }
+    if not named:
+        return {}
+    candidates = Message.objects.filter(
+        id__in=named,
+        organization=organization,
+        provider=provider,
+        direction=Message.Direction.OUTBOUND,
+        status__in=(Message.Status.UNKNOWN, Message.Status.SENDING),
+        provider_message_id=None,
+    ).values_list("id", flat=True)
+    found: dict[str, int] = {}
+    for message_id in candidates:
+        provider_message_id = named[message_id]
+        try:
+            with transaction.atomic():
+                recorded = Message.objects.filter(id=message_id, provider_message_id=None).update(
+                    provider_message_id=provider_message_id, updated_at=timezone.now()
+                )
+        except IntegrityError:  # that provider id belongs to another message
+            continue
+        if recorded:
+            found[provider_message_id] = message_id
+    return found
 
 
 def _status_apply(message_id: int, update: StatusUpdate) -> str:
@@ -339,6 +383,53 @@ def message_provider_id_record(*, message_id: int, provider_message_id: str) -> 
         for row in pending:
             _status_apply(message.id, row.as_update())
         PendingStatus.objects.filter(id__in=[row.id for row in pending]).delete()
+
+
+def messages_sent_record(*, sent: dict[int, str]) -> None:
+    """Record the provider ids of accepted sends (message id -> provider id) and mark them
+    sent, in one statement; then apply statuses that arrived before the ids did."""
+    if not sent:
+        return
+    now = timezone.now()
+    if connection.vendor == "postgresql" and len(sent) > 1:
+        table = connection.ops.quote_name(Message._meta.db_table)
+        rows = ", ".join(["(%s, %s)"] * len(sent))
+        params: list[Any] = [now, now]
+        for message_id, provider_message_id in sent.items():
+            params += [message_id, provider_message_id]
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"UPDATE {table} AS m SET provider_message_id = v.pid, "  # noqa: S608
+                "status = CASE WHEN m.status IN ('sending', 'unknown') THEN 'sent' "
+                "ELSE m.status END, sent_at = COALESCE(m.sent_at, %s), updated_at = %s, "
+                "attempts = m.attempts + 1, next_attempt_at = NULL, error_code = '', "
+                f"error_message = '' FROM (VALUES {rows}) AS v(id, pid) WHERE m.id = v.id",
+                params,
+            )
+    else:
+        for message_id, provider_message_id in sent.items():
+            Message.objects.filter(id=message_id).update(
+                provider_message_id=provider_message_id,
+                sent_at=Coalesce("sent_at", now),
+                attempts=F("attempts") + 1,
+                next_attempt_at=None,
+                error_code="",
+                error_message="",
+                updated_at=now,
+            )
+            Message.objects.filter(
+                id=message_id, status__in=(Message.Status.SENDING, Message.Status.UNKNOWN)
+            ).update(status=Message.Status.SENT)
+    early = set(
+        PendingStatus.objects.filter(provider_message_id__in=sent.values()).values_list(
+            "provider_message_id", flat=True
+        )
+    )
+    for message_id, provider_message_id in sent.items():
+        if provider_message_id in early:
+            message_provider_id_record(
+                message_id=message_id, provider_message_id=provider_message_id
+            )
 
 
 # --- Media ----------------------------------------------------------------------------------

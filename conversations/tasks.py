@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 from celery import shared_task
-from django.conf import settings
 
 from whatsapp_platform.lib.providers.errors import ProviderRetryableError
 
@@ -14,16 +13,28 @@ def download_media(asset_id: int) -> None:
     media_download(asset_id=asset_id)
 
 
-@shared_task(
-    autoretry_for=(ProviderRetryableError,),
-    retry_backoff=settings.MESSAGE_SEND_RETRY_BACKOFF,
-    retry_jitter=True,
-    max_retries=settings.MESSAGE_SEND_MAX_RETRIES,
-)
+# The send tasks own no retry policy of their own: the send puts a message that must wait or
+# retry back to `queued` with `next_attempt_at` and schedules its task again, so chunked
+# campaign sends and single sends follow the same rules and nothing retries forever.
+@shared_task
 def send_message(message_id: int) -> None:
     from conversations.sending import message_send
 
     message_send(message_id=message_id)
+
+
+@shared_task
+def send_messages(message_ids: list[int], campaign: bool = False) -> None:
+    from conversations.sending import messages_send
+
+    messages_send(message_ids=message_ids, campaign=campaign)
+
+
+@shared_task
+def sweep_sends() -> None:
+    from conversations.sending import messages_sweep
+
+    messages_sweep()
 
 
 @shared_task

@@ -41,3 +41,6 @@ class StatusUpdate:
     error_title: str = ""
     error_details: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    # Our own message id, echoed by the provider (Meta's biz_opaque_callback_data, the message_id
+    # of Twilio's callback URL): reconciles a send whose provider id was never recorded.
+    our_message_id: int | None = None

@@ -94,7 +94,11 @@ def provider_api(providers: tuple[str, ProviderState], settings: Any) -> Provide
     url, state = providers
     settings.META_GRAPH_API_BASE_URL = url
     settings.TWILIO_API_BASE_URL = url
+    settings.TWILIO_CONTENT_API_BASE_URL = url
     state.requests.clear()
+    state.meta_templates.clear()
+    state.twilio_contents.clear()
+    state.listing_answers.clear()
     return state
 
 
@@ -131,6 +135,7 @@ class Worker:
             "SQS_ENDPOINT_URL": f"http://127.0.0.1:{os.environ['TEST_AWS_PORT']}",
             "META_GRAPH_API_BASE_URL": self.provider_url,
             "TWILIO_API_BASE_URL": self.provider_url,
+            "TWILIO_CONTENT_API_BASE_URL": self.provider_url,
         }
         self.log = self.log_path.open("ab")
         self.process = subprocess.Popen(

@@ -19,6 +19,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qs, urlencode
 
 
 @dataclass
@@ -45,6 +46,14 @@ class ProviderState:
     send_errors: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
     # Seconds each send call takes, as a real provider's round trip does.
     send_latency: float = 0.0
+    # Templates: Meta's by WABA id (as the Graph API lists them), Twilio's Content resources.
+    meta_templates: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    twilio_contents: list[dict[str, Any]] = field(default_factory=list)
+    # At most this many templates a page, whatever the client asks: listings take pages.
+    template_page_size: int = 2
+    # Scripted answers (errors, odd pages) for the next template listing calls: (HTTP status,
+    # JSON body).
+    listing_answers: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
 
     def sends(self) -> list[RecordedRequest]:
         """The send calls received (Meta's /messages and Twilio's Messages.json), in order."""
@@ -80,6 +89,13 @@ class _Handler(BaseHTTPRequestHandler):
         state.requests.append(RecordedRequest("GET", self.path, dict(self.headers.items()), b""))
         base = f"http://127.0.0.1:{self.server.server_address[1]}"
         auth = self.headers.get("Authorization", "")
+        path, _, query = self.path.partition("?")
+        # Meta: GET /{version}/{waba-id}/message_templates, cursor-paginated.
+        if match := re.fullmatch(r"/(v[\d.]+)/(\w+)/message_templates", path):
+            return self._meta_templates(match.group(1), match.group(2), parse_qs(query), base)
+        # Twilio Content API: GET /v1/ContentAndApprovals, paginated by meta.next_page_url.
+        if path == "/v1/ContentAndApprovals":
+            return self._twilio_contents(parse_qs(query), base)
         # Meta: GET /{version}/{media-id} -> {url, ...}; GET /lookaside/{id} -> the bytes.
         if match := re.fullmatch(r"/v[\d.]+/([\w.-]+)", self.path.split("?")[0]):
             media_id = match.group(1)
@@ -136,6 +152,95 @@ class _Handler(BaseHTTPRequestHandler):
             data, mime = state.media[match.group(1)]
             return self._send(200, data, mime)
         return self._json(404, {"error": {"message": "Unknown path", "code": 100}})
+
+    def _page_bounds(self, offset: int, requested: int, total: int) -> tuple[int, int]:
+        size = max(1, min(requested, self.server.state.template_page_size))
+        return offset, min(offset + size, total)
+
+    def _meta_templates(
+        self, version: str, waba_id: str, query: dict[str, list[str]], base: str
+    ) -> None:
+        state = self.server.state
+        if self.headers.get("Authorization", "") != f"Bearer {state.meta_token}":
+            return self._json(
+                401,
+                {
+                    "error": {
+                        "message": "Error validating access token: Session has expired.",
+                        "type": "OAuthException",
+                        "code": 190,
+                        "error_subcode": 463,
+                        "fbtrace_id": "AkT2m8Q1rJf5nZy7cW0xVdP",
+                    }
+                },
+            )
+        if state.listing_answers:
+            status, answer = state.listing_answers.pop(0)
+            return self._json(status, answer)
+        templates = state.meta_templates.get(waba_id, [])
+        after = query.get("after", [""])[0]
+        offset = int(base64.urlsafe_b64decode(after).decode()) if after else 0
+        start, end = self._page_bounds(offset, int(query.get("limit", ["25"])[0]), len(templates))
+        fields = query.get("fields", [""])[0]
+        page = [
+            {k: v for k, v in t.items() if not fields or k in fields.split(",")}
+            for t in templates[start:end]
+        ]
+        cursor = base64.urlsafe_b64encode(str(end).encode()).decode()
+        paging: dict[str, Any] = {
+            "cursors": {
+                "before": base64.urlsafe_b64encode(str(start).encode()).decode(),
+                "after": cursor,
+            }
+        }
+        if end < len(templates):
+            next_query = urlencode({"fields": fields, "limit": end - start, "after": cursor})
+            paging["next"] = f"{base}/{version}/{waba_id}/message_templates?{next_query}"
+        return self._json(200, {"data": page, "paging": paging})
+
+    def _twilio_contents(self, query: dict[str, list[str]], base: str) -> None:
+        state = self.server.state
+        expected = "Basic " + base64.b64encode(":".join(state.twilio_auth).encode()).decode()
+        if self.headers.get("Authorization", "") != expected:
+            return self._json(
+                401,
+                {
+                    "code": 20003,
+                    "message": "Authenticate",
+                    "more_info": "https://www.twilio.com/docs/errors/20003",
+                    "status": 401,
+                },
+            )
+        if state.listing_answers:
+            status, answer = state.listing_answers.pop(0)
+            return self._json(status, answer)
+        contents = state.twilio_contents
+        token = query.get("PageToken", ["PT0"])[0]
+        requested = int(query.get("PageSize", ["50"])[0])
+        start, end = self._page_bounds(int(token.removeprefix("PT")), requested, len(contents))
+        page_number = int(query.get("Page", ["0"])[0])
+        url = f"{base}/v1/ContentAndApprovals?PageSize={requested}&Page={page_number}"
+        next_url = (
+            f"{base}/v1/ContentAndApprovals?PageSize={requested}&Page={page_number + 1}"
+            f"&PageToken=PT{end}"
+            if end < len(contents)
+            else None
+        )
+        return self._json(
+            200,
+            {
+                "contents": contents[start:end],
+                "meta": {
+                    "page": page_number,
+                    "page_size": requested,
+                    "first_page_url": f"{base}/v1/ContentAndApprovals?PageSize={requested}&Page=0",
+                    "previous_page_url": None,
+                    "url": url,
+                    "next_page_url": next_url,
+                    "key": "contents",
+                },
+            },
+        )
 
     def do_POST(self) -> None:
         state = self.server.state
@@ -231,6 +336,8 @@ class _Handler(BaseHTTPRequestHandler):
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    # Bursts of concurrent sends connect at once, as they do to the real APIs.
+    request_queue_size = 256
     state: ProviderState
 
 

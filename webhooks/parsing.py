@@ -52,6 +52,12 @@ class Routed:
     item: InboundMessage | StatusUpdate | TemplateStatusUpdate | PreferenceUpdate | UnknownItem
 
 
+def _our_message_id(value: Any) -> int | None:
+    """Our outbound message id as we sent it along (a decimal string), else None."""
+    text = str(value or "").strip()
+    return int(text) if text.isdigit() and len(text) < 19 else None
+
+
 def _timestamp(value: Any) -> datetime | None:
     try:
         return datetime.fromtimestamp(int(value), tz=UTC)
@@ -197,6 +203,7 @@ def _meta_status(status: dict[str, Any]) -> StatusUpdate:
         error_title=str(error.get("title") or error.get("message") or ""),
         error_details=str(error_data.get("details", "")),
         extra=extra,
+        our_message_id=_our_message_id(status.get("biz_opaque_callback_data")),
     )
 
 
@@ -345,4 +352,6 @@ def parse_twilio_status(params: Mapping[str, str]) -> StatusUpdate:
         error_title=params.get("ErrorMessage", ""),
         error_details="",
         extra={"provider_status": raw_status},
+        # From the status callback URL we send along, kept with the parameters.
+        our_message_id=_our_message_id(params.get("message_id")),
     )

@@ -7,6 +7,7 @@ import logging
 from collections.abc import Callable
 from functools import wraps
 from typing import Any
+from urllib.parse import urlencode
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
@@ -150,6 +151,10 @@ def _twilio_webhook(request: HttpRequest, *, inbound: bool) -> HttpResponse:
         url, request.POST, signature, channel.auth_token
     ):
         return _refuse("twilio", 403, "Invalid signature.", "invalid_signature")
+    if not inbound and request.GET.get("message_id"):
+        # Our message id comes only in the callback URL we gave Twilio; it is stored with the
+        # parameters so that processing can reconcile a send whose outcome was unknown.
+        body += b"&" + urlencode({"message_id": request.GET["message_id"]}).encode()
     try:
         if inbound:
             parsing.parse_twilio_inbound(request.POST)

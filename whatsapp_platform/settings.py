@@ -13,6 +13,7 @@ from pathlib import Path
 
 import django_stubs_ext
 import environ
+from celery.schedules import crontab
 from cryptography.fernet import Fernet
 from django.core.exceptions import ImproperlyConfigured
 
@@ -61,6 +62,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "django_celery_beat",
     "whatsapp_platform",
     "conversations",
@@ -159,6 +161,10 @@ SPECTACULAR_SETTINGS = {
     "TITLE": "WhatsApp Business messaging platform API",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Swagger UI from the platform's own static files: no CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 # --- Celery -----------------------------------------------------------------------------------
@@ -261,10 +267,32 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         "task": "conversations.tasks.requeue_pending_media",
         "schedule": 60.0,
     },
+    # Scheduled campaigns whose time has come: every minute.
+    "launch-due-campaigns": {
+        "task": "campaigns.tasks.launch_due_campaigns",
+        "schedule": 60.0,
+    },
+    # Sends whose task never reached the broker, and claimed ones whose worker died: every
+    # minute.
+    "sweep-sends": {
+        "task": "conversations.tasks.sweep_sends",
+        "schedule": 60.0,
+    },
+    # Running campaigns whose fan-out stopped moving (a worker died): every minute.
+    "restart-stalled-fanouts": {
+        "task": "campaigns.tasks.restart_stalled_fanouts",
+        "schedule": 60.0,
+    },
     # Statuses for message ids that never showed up: daily.
     "prune-pending-statuses": {
         "task": "conversations.tasks.prune_pending_statuses",
         "schedule": 24 * 3600.0,
+    },
+    # Message templates and their approval status from the providers: daily at 03:15 UTC
+    # (https://crontab.guru/#15_3_*_*_*).
+    "sync-all-templates": {
+        "task": "campaigns.tasks.sync_all_templates",
+        "schedule": crontab(minute="15", hour="3"),
     },
 }
 
@@ -272,6 +300,12 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
 META_GRAPH_API_BASE_URL = env.str("META_GRAPH_API_BASE_URL", default="https://graph.facebook.com")
 META_GRAPH_API_VERSION = env.str("META_GRAPH_API_VERSION", default="v26.0")
 TWILIO_API_BASE_URL = env.str("TWILIO_API_BASE_URL", default="https://api.twilio.com")
+TWILIO_CONTENT_API_BASE_URL = env.str(
+    "TWILIO_CONTENT_API_BASE_URL", default="https://content.twilio.com"
+)
+# Seconds to connect to, and then to wait for an answer from, a provider's API.
+PROVIDER_CONNECT_TIMEOUT = env.float("PROVIDER_CONNECT_TIMEOUT", default=5.0)
+PROVIDER_READ_TIMEOUT = env.float("PROVIDER_READ_TIMEOUT", default=15.0)
 # Meta sends up to 1,000 updates and 3 MB in one POST.
 WEBHOOK_MAX_BODY_BYTES = 4 * 1024 * 1024
 DATA_UPLOAD_MAX_MEMORY_SIZE = WEBHOOK_MAX_BODY_BYTES
@@ -292,11 +326,22 @@ OPT_IN_KEYWORDS = [w.upper() for w in env.list("OPT_IN_KEYWORDS", default=["STAR
 CAMPAIGN_RATE_SHARE = env.float("CAMPAIGN_RATE_SHARE", default=0.8)
 # Retryable provider errors are retried with exponential back-off and jitter, this many times.
 MESSAGE_SEND_MAX_RETRIES = env.int("MESSAGE_SEND_MAX_RETRIES", default=5)
-MESSAGE_SEND_RETRY_BACKOFF = env.int("MESSAGE_SEND_RETRY_BACKOFF", default=2)
+MESSAGE_SEND_RETRY_BACKOFF = env.float("MESSAGE_SEND_RETRY_BACKOFF", default=2.0)
 # Meta's pair rate limit: about one message every 6 seconds to the same user.
 PAIR_RATE_SECONDS = env.float("PAIR_RATE_SECONDS", default=6.0)
 # At most one marketing template per contact in this many hours, across all campaigns.
 MARKETING_FREQUENCY_CAP_HOURS = env.int("MARKETING_FREQUENCY_CAP_HOURS", default=24)
+# Chunk senders that work through one campaign's audience in parallel (one worker slot each).
+CAMPAIGN_FANOUT_SENDERS = env.int("CAMPAIGN_FANOUT_SENDERS", default=4)
+# A message still `queued` this long after its task was due is enqueued again (a lost publish).
+MESSAGE_REQUEUE_AFTER_SECONDS = env.int("MESSAGE_REQUEUE_AFTER_SECONDS", default=60)
+# A message `sending` for longer than a task may run was claimed by a worker that died: its
+# outcome is unknown, and it is reconciled from the status webhooks instead of being resent.
+MESSAGE_SEND_LEASE_SECONDS = env.int(
+    "MESSAGE_SEND_LEASE_SECONDS", default=CELERY_TASK_TIME_LIMIT + 60
+)
+# Provider calls of one chunk of sends in flight at once (1,000/s at 50 ms needs about 50).
+MESSAGE_SEND_CONCURRENCY = env.int("MESSAGE_SEND_CONCURRENCY", default=100)
 
 # --- Archive storage --------------------------------------------------------------------------
 ARCHIVE_S3_BUCKET = env.str("ARCHIVE_S3_BUCKET", default="")
@@ -319,5 +364,11 @@ LOGGING = {
         "django.db.backends": {"level": "WARNING"},
         "botocore": {"level": "WARNING"},
         "urllib3": {"level": "WARNING"},
+        # twilio-python logs every request's URL and headers at INFO.
+        "twilio": {"level": "WARNING"},
     },
 }
+
+# --- Campaigns ------------------------------------------------------------------------------
+# The largest audience CSV accepted (about 50 bytes a row: 1,000,000 rows).
+CAMPAIGN_AUDIENCE_MAX_BYTES = env.int("CAMPAIGN_AUDIENCE_MAX_BYTES", default=50 * 1024 * 1024)

@@ -1,6 +1,6 @@
 from django.contrib import admin
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from whatsapp_platform import views
 from whatsapp_platform.api import OrganizationDetailApi
@@ -13,5 +13,8 @@ urlpatterns = [
     path("health/", views.health, name="health"),
     path("webhooks/", include("webhooks.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("api/", include("conversations.urls")),
     path("api/v1/organization", OrganizationDetailApi.as_view(), name="api-organization"),
+    path("api/campaigns/", include("campaigns.urls")),
 ]

@@ -13,21 +13,9 @@ from django.utils import timezone
 
 from campaigns import services
 from campaigns.models import Campaign, MessageTemplate
-from tests.factories import CampaignFactory
+from tests.factories import CampaignFactory, MessageTemplateFactory
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def sender() -> User:
-    return User.objects.create_user("sam", password="pw", is_staff=True)
-
-
-@pytest.fixture
-def approver() -> User:
-    user = User.objects.create_user("alice", password="pw", is_staff=True)
-    user.user_permissions.add(Permission.objects.get(codename="approve_campaign"))
-    return User.objects.get(id=user.id)
 
 
 def test_a_campaign_goes_from_draft_to_approved_with_who_and_when(sender, approver) -> None:
@@ -152,3 +140,277 @@ def test_admin_action_reports_refused_transitions(approver) -> None:
     )
 
     assert "draft campaign cannot become approved" in response.content.decode()
+
+
+# --- Who approves ---------------------------------------------------------------------------
+
+
+def test_an_approver_cannot_approve_a_campaign_they_submitted(approver, second_approver) -> None:
+    campaign = CampaignFactory()
+    services.campaign_submit(campaign_id=campaign.id, user=approver)
+
+    with pytest.raises(PermissionDenied, match="someone other than its submitter"):
+        services.campaign_approve(campaign_id=campaign.id, user=approver)
+    with pytest.raises(PermissionDenied, match="someone other than its submitter"):
+        services.campaign_reject(campaign_id=campaign.id, user=approver, reason="No")
+    services.campaign_approve(campaign_id=campaign.id, user=second_approver)
+
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.APPROVED
+    assert campaign.approved_by == second_approver
+
+
+# --- Edits send it back to draft ------------------------------------------------------------
+
+
+def _approved(sender: User, approver: User) -> Campaign:
+    campaign = CampaignFactory()
+    services.campaign_submit(campaign_id=campaign.id, user=sender)
+    services.campaign_approve(campaign_id=campaign.id, user=approver)
+    return campaign
+
+
+def test_a_new_template_sends_an_approved_campaign_back_to_draft(sender, approver) -> None:
+    campaign = _approved(sender, approver)
+    other = MessageTemplateFactory(channel=campaign.channel)
+
+    services.campaign_update(campaign_id=campaign.id, template_id=other.id)
+
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.DRAFT
+    assert campaign.template == other
+    assert (campaign.approved_by, campaign.approved_at, campaign.submitted_by) == (None, None, None)
+    assert "submit it again" in campaign.status_reason
+
+
+def test_a_new_schedule_sends_a_scheduled_campaign_back_to_draft(sender, approver) -> None:
+    campaign = _approved(sender, approver)
+    services.campaign_schedule(campaign_id=campaign.id, when=timezone.now() + timedelta(hours=1))
+
+    services.campaign_update(
+        campaign_id=campaign.id, scheduled_for=timezone.now() + timedelta(hours=3)
+    )
+
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.DRAFT
+
+
+def test_an_edit_sends_a_pending_campaign_back_to_draft(sender) -> None:
+    campaign = CampaignFactory()
+    services.campaign_submit(campaign_id=campaign.id, user=sender)
+
+    services.campaign_update(
+        campaign_id=campaign.id, scheduled_for=timezone.now() + timedelta(days=1)
+    )
+
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.DRAFT
+
+
+def test_a_new_name_or_the_same_values_keep_the_approval(sender, approver) -> None:
+    campaign = _approved(sender, approver)
+
+    services.campaign_update(
+        campaign_id=campaign.id, name="Spring sale", template_id=campaign.template_id
+    )
+
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.APPROVED
+    assert campaign.name == "Spring sale"
+
+
+def test_a_running_campaign_cannot_be_edited(sender, approver) -> None:
+    campaign = _approved(sender, approver)
+    services.campaign_launch(campaign_id=campaign.id)
+
+    with pytest.raises(ValidationError, match="running campaign can no longer be changed"):
+        services.campaign_update(
+            campaign_id=campaign.id, scheduled_for=timezone.now() + timedelta(days=1)
+        )
+
+
+def test_another_organizations_template_is_refused() -> None:
+    campaign = CampaignFactory()
+    foreign = MessageTemplateFactory()
+
+    with pytest.raises(ValidationError, match="has no template"):
+        services.campaign_update(campaign_id=campaign.id, template_id=foreign.id)
+    campaign.refresh_from_db()
+    assert campaign.template_id != foreign.id
+
+
+# --- Launch: only approved campaigns send ---------------------------------------------------
+
+
+def test_launch_starts_an_approved_campaign_and_its_fan_out_after_commit(
+    sender, approver, django_capture_on_commit_callbacks
+) -> None:
+    campaign = _approved(sender, approver)
+
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        services.campaign_launch(campaign_id=campaign.id)
+
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.RUNNING
+    assert campaign.started_at is not None
+    assert len(callbacks) == 1
+
+
+@pytest.mark.parametrize(
+    "status",
+    [
+        Campaign.Status.DRAFT,
+        Campaign.Status.PENDING_APPROVAL,
+        Campaign.Status.REJECTED,
+        Campaign.Status.CANCELLED,
+    ],
+)
+def test_a_campaign_that_is_not_approved_does_not_launch(
+    status, django_capture_on_commit_callbacks
+) -> None:
+    campaign = CampaignFactory(status=status)
+
+    with (
+        django_capture_on_commit_callbacks(execute=False) as callbacks,
+        pytest.raises(ValidationError, match="only approved campaigns send"),
+    ):
+        services.campaign_launch(campaign_id=campaign.id)
+    campaign.refresh_from_db()
+    assert campaign.status == status
+    assert callbacks == []
+
+
+def test_a_campaign_whose_template_was_paused_does_not_launch(sender, approver) -> None:
+    campaign = _approved(sender, approver)
+    MessageTemplate.objects.filter(id=campaign.template_id).update(
+        status=MessageTemplate.Status.PAUSED
+    )
+
+    with pytest.raises(ValidationError, match="only approved templates can be sent"):
+        services.campaign_launch(campaign_id=campaign.id)
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.APPROVED
+
+
+def test_resume_restarts_sending_but_not_with_a_paused_template(
+    sender, approver, django_capture_on_commit_callbacks
+) -> None:
+    campaign = _approved(sender, approver)
+    services.campaign_launch(campaign_id=campaign.id)
+    services.campaign_pause(campaign_id=campaign.id, reason="Checking")
+    MessageTemplate.objects.filter(id=campaign.template_id).update(
+        status=MessageTemplate.Status.DISABLED
+    )
+    with pytest.raises(ValidationError, match="disabled"):
+        services.campaign_resume(campaign_id=campaign.id)
+    MessageTemplate.objects.filter(id=campaign.template_id).update(
+        status=MessageTemplate.Status.APPROVED
+    )
+
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        services.campaign_resume(campaign_id=campaign.id)
+
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.RUNNING
+    assert len(callbacks) == 1
+
+
+def test_a_scheduled_campaign_paused_before_its_time_is_scheduled_again_on_resume(
+    sender, approver, django_capture_on_commit_callbacks
+) -> None:
+    campaign = _approved(sender, approver)
+    when = timezone.now() + timedelta(hours=1)
+    services.campaign_schedule(campaign_id=campaign.id, when=when)
+    services.campaign_pause(campaign_id=campaign.id, reason="Template paused")
+
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        services.campaign_resume(campaign_id=campaign.id)
+
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.SCHEDULED
+    assert campaign.scheduled_for == when
+    assert campaign.started_at is None
+    assert callbacks == []
+
+
+# --- Scheduled launch -----------------------------------------------------------------------
+
+
+def test_scheduled_campaigns_launch_when_their_time_has_come(sender, approver) -> None:
+    due = _approved(sender, approver)
+    later = _approved(sender, approver)
+    services.campaign_schedule(campaign_id=due.id, when=timezone.now() + timedelta(hours=1))
+    services.campaign_schedule(campaign_id=later.id, when=timezone.now() + timedelta(hours=2))
+    Campaign.objects.filter(id=due.id).update(scheduled_for=timezone.now() - timedelta(minutes=1))
+
+    assert services.campaigns_launch_due() == 1
+    assert services.campaigns_launch_due() == 0
+
+    due.refresh_from_db()
+    later.refresh_from_db()
+    assert due.status == Campaign.Status.RUNNING
+    assert later.status == Campaign.Status.SCHEDULED
+
+
+def test_a_due_campaign_with_an_unsendable_template_is_paused_with_the_reason(
+    sender, approver
+) -> None:
+    campaign = _approved(sender, approver)
+    services.campaign_schedule(campaign_id=campaign.id, when=timezone.now() + timedelta(hours=1))
+    Campaign.objects.filter(id=campaign.id).update(scheduled_for=timezone.now())
+    MessageTemplate.objects.filter(id=campaign.template_id).update(
+        status=MessageTemplate.Status.REJECTED
+    )
+
+    assert services.campaigns_launch_due() == 0
+
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.PAUSED
+    assert "rejected" in campaign.status_reason
+
+
+def test_the_beat_schedule_launches_due_campaigns_every_minute(settings) -> None:
+    entry = settings.CELERY_BEAT_SCHEDULE["launch-due-campaigns"]
+
+    assert entry == {"task": "campaigns.tasks.launch_due_campaigns", "schedule": 60.0}
+
+
+# --- Admin: launch and edits ---------------------------------------------------------------
+
+
+def test_admin_launch_action_refuses_a_draft_with_a_message(approver) -> None:
+    campaign = CampaignFactory()
+
+    response = _admin_client(approver).post(
+        reverse("admin:campaigns_campaign_changelist"),
+        {"action": "launch", "_selected_action": [campaign.id]},
+        follow=True,
+    )
+
+    assert response.status_code == 200
+    assert "only approved campaigns send" in response.content.decode()
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.DRAFT
+
+
+def test_admin_edit_of_an_approved_campaigns_template_sends_it_back_to_draft(
+    sender, approver
+) -> None:
+    campaign = _approved(sender, approver)
+    other = MessageTemplateFactory(channel=campaign.channel)
+
+    response = _admin_client(approver).post(
+        reverse("admin:campaigns_campaign_change", args=(campaign.id,)),
+        {
+            "name": campaign.name,
+            "template": other.id,
+            "scheduled_for_0": "",
+            "scheduled_for_1": "",
+            "failure_threshold": 50,
+        },
+    )
+
+    assert response.status_code == 302
+    campaign.refresh_from_db()
+    assert campaign.template == other
+    assert campaign.status == Campaign.Status.DRAFT

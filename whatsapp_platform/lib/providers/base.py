@@ -47,9 +47,11 @@ class Backend(Protocol):
 
 
 def backend_for(channel: Channel) -> Backend:
-    from whatsapp_platform.lib.providers import console
+    from whatsapp_platform.lib.providers import console, meta, twilio
 
     backends: dict[str, Backend] = {
         "console": console.ConsoleBackend(),
+        "meta": meta.MetaBackend(),
+        "twilio": twilio.TwilioBackend(),
     }
     return backends[channel.provider]

@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import pytest
+from django.contrib.auth.models import Permission, User
+
+from campaigns.models import Campaign, CampaignAudience
+from conversations.models import Contact
+from tests.factories import ContactFactory
+
+
+@pytest.fixture
+def sender() -> User:
+    return User.objects.create_user("sam", password="pw", is_staff=True)
+
+
+@pytest.fixture
+def approver() -> User:
+    user = User.objects.create_user("alice", password="pw", is_staff=True)
+    user.user_permissions.add(Permission.objects.get(codename="approve_campaign"))
+    return User.objects.get(id=user.id)
+
+
+@pytest.fixture
+def second_approver() -> User:
+    user = User.objects.create_user("bob", password="pw", is_staff=True)
+    user.user_permissions.add(Permission.objects.get(codename="approve_campaign"))
+    return User.objects.get(id=user.id)
+
+
+def add_audience(campaign: Campaign, contacts: Iterable[Contact] | int) -> list[CampaignAudience]:
+    """Recipients for a campaign: the given contacts, or that many new ones."""
+    people: Iterable[Contact] = (
+        ContactFactory.create_batch(contacts, organization=campaign.organization)
+        if isinstance(contacts, int)
+        else contacts
+    )
+    return CampaignAudience.objects.bulk_create(
+        CampaignAudience(campaign=campaign, contact=contact, variables={"1": "A-1"})
+        for contact in people
+    )
