@@ -27,6 +27,7 @@ from webhooks import parsing
 from webhooks.dispatch import DISPATCH_BATCH, dispatcher
 from webhooks.models import WebhookEvent
 from webhooks.signature import meta_signature_valid
+from webhooks.writer import EventRow, event_writer
 from whatsapp_platform.models import Channel
 from whatsapp_platform.monitoring import metrics
 
@@ -73,18 +74,31 @@ def webhook_event_record(
     """Store a verified delivery and hand it to the dispatcher once committed.
 
     Returns the event's id, or None for a redelivery of a stored body, which is answered 200
-    and not processed again.
+    and not processed again. On PostgreSQL the process's writer commits it together with the
+    other deliveries arriving at the same time; inside a caller's transaction, and on SQLite,
+    it is stored through that connection.
     """
+    row = EventRow(
+        provider=provider,
+        organization_id=channel.organization_id if channel else organization_id,
+        channel_id=channel.id if channel else None,
+        body=body.decode("utf-8"),
+        kind=kind,
+        dedupe_key=dedupe_key(provider, body),
+        signature=signature,
+    )
+    if event_writer.usable():
+        return event_writer.write(row)
     try:
         with transaction.atomic():
             event = WebhookEvent.objects.create(
-                provider=provider,
-                organization_id=channel.organization_id if channel else organization_id,
-                channel=channel,
-                body=body.decode("utf-8"),
-                kind=kind,
-                dedupe_key=dedupe_key(provider, body),
-                signature=signature,
+                provider=row.provider,
+                organization_id=row.organization_id,
+                channel_id=row.channel_id,
+                body=row.body,
+                kind=row.kind,
+                dedupe_key=row.dedupe_key,
+                signature=row.signature,
                 # Optimistic: the dispatcher marks it `received` again if the broker refuses
                 # it, and a process that dies before sending leaves it to the sweep of old
                 # `queued` events.

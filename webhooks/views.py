@@ -142,6 +142,8 @@ def _twilio_webhook(request: HttpRequest, *, inbound: bool) -> HttpResponse:
             "twilio", 415, "Send application/x-www-form-urlencoded.", "unsupported_media_type"
         )
     body = request.body
+    if b"\x00" in body:  # a text column cannot hold it; a form encoder sends %00
+        return _refuse("twilio", 400, "The body holds a NUL byte: encode it as %00.", "bad_request")
     channel = _twilio_channel(request, inbound=inbound)
     url = settings.PUBLIC_BASE_URL + request.get_full_path()
     signature = request.headers.get("X-Twilio-Signature", "")

@@ -1,7 +1,7 @@
 """Webhook ingestion benchmark (`make bench-ingest`).
 
-Starts the platform as deployed (gunicorn, PostgreSQL, SQS on a local moto server, Celery
-workers) and drives it over loopback with wrk:
+Starts the platform as deployed (gunicorn with deploy/gunicorn.conf.py, PostgreSQL, SQS on a
+local moto server, Celery workers) and drives it over loopback with wrk:
 
 1. HTTP: signed Meta status webhooks against POST /webhooks/meta/ and, in the same rounds on
    the same server, the bare view GET /health/, no worker running. Requests/s, p50 and p99
@@ -31,6 +31,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -101,6 +102,40 @@ def cpu_split(before: dict[str, float], after: dict[str, float], seconds: float)
     return ", ".join(f"{k} {100 * (after[k] - before.get(k, 0.0)) / seconds:.0f}%" for k in parts)
 
 
+def profile_run(out: Path, pid: int, run: Callable[[], dict[str, float]], duration: int) -> None:
+    """Sample the gunicorn workers (GIL holders only: CPU) during one run; print the top frames."""
+    out.mkdir(parents=True, exist_ok=True)
+    raw, svg = out / "ingest.txt", out / "ingest.svg"
+    for path, fmt in ((raw, "raw"), (svg, "flamegraph")):
+        spy = subprocess.Popen(
+            [
+                str(BIN / "py-spy"), "record", "--pid", str(pid), "--subprocesses", "--gil",
+                "--nonblocking", "--nolineno", "--format", fmt, "--duration", str(duration),
+                "--output", str(path),
+            ],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        time.sleep(1)
+        run()
+        spy.wait(timeout=60)
+    inclusive: dict[str, int] = {}
+    own: dict[str, int] = {}
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        count = int(count_text)
+        frames = stack.split(";")
+        total += count
+        own[frames[-1]] = own.get(frames[-1], 0) + count
+        for frame in set(frames):
+            inclusive[frame] = inclusive.get(frame, 0) + count
+    print(f"profile: {total} samples of GIL-holding worker threads; flame graph {svg}")
+    for title, table in (("inclusive", inclusive), ("own", own)):
+        print(f"  top frames, {title}:")
+        for frame, count in sorted(table.items(), key=lambda kv: -kv[1])[:25]:
+            print(f"    {100 * count / total:5.1f}%  {frame[:110]}")
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -160,10 +195,24 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=10, help="Seconds per wrk run.")
     parser.add_argument("--rounds", type=int, default=3, help="Interleaved rounds of bare/ingest.")
     parser.add_argument("--connections", type=int, default=16)
-    parser.add_argument("--gunicorn-workers", type=int, default=2)
-    parser.add_argument("--gunicorn-threads", type=int, default=4)
+    parser.add_argument("--gunicorn-workers", type=int, help="Default: deploy/gunicorn.conf.py.")
+    parser.add_argument("--gunicorn-threads", type=int, help="Default: deploy/gunicorn.conf.py.")
     parser.add_argument("--batch-posts", type=int, default=200, help="Webhooks of 50 statuses.")
     parser.add_argument("--drain-events", type=int, default=3000, help="Events one worker drains.")
+    parser.add_argument(
+        "--http-only", action="store_true", help="Only the HTTP rounds (1), not processing."
+    )
+    parser.add_argument(
+        "--gunicorn-option",
+        action="append",
+        default=[],
+        help="A further gunicorn option for the one server of both views (repeatable).",
+    )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="After the rounds, one more webhook run under py-spy: its flame graph goes here.",
+    )
     args = parser.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("wrk is needed: apt-get install wrk")
@@ -250,6 +299,8 @@ def main() -> None:
         contact = Contact.objects.create(organization=channel.organization, wa_id="16315551181")
         per_run = 40_000
         total = per_run * args.rounds + args.drain_events + 2000 + 50 * args.batch_posts
+        if args.http_only:
+            total = 0  # nothing is processed: the statuses need no messages
         print(f"Creating {total:,} outbound messages to receive statuses for ...", flush=True)
         Message.objects.bulk_create(
             (
@@ -272,10 +323,13 @@ def main() -> None:
         with db.cursor() as cursor:
             cursor.execute("ANALYZE")  # as autovacuum would after a bulk load
 
-        start(
+        gunicorn = start(
             [
-                str(BIN / "gunicorn"), "whatsapp_platform.wsgi", "-b", f"127.0.0.1:{web_port}",
-                "-w", str(args.gunicorn_workers), "-k", "gthread", "--threads", str(args.gunicorn_threads),
+                str(BIN / "gunicorn"), "whatsapp_platform.wsgi", "-c", "deploy/gunicorn.conf.py",
+                "-b", f"127.0.0.1:{web_port}",
+                *(["-w", str(args.gunicorn_workers)] if args.gunicorn_workers else []),
+                *(["--threads", str(args.gunicorn_threads)] if args.gunicorn_threads else []),
+                *args.gunicorn_option,
             ],
             "gunicorn",
         )  # fmt: skip
@@ -319,12 +373,34 @@ def main() -> None:
             )
             print(f"  CPU during the webhook run (of one core): {split}", flush=True)
         errors = sum(run["errors"] for run in ingest_runs + bare_runs)
+        if args.profile:
+            # New bodies (`read`, not `delivered`): stored, not answered as redeliveries.
+            requests_file = work / "requests-profile.tsv"
+            with requests_file.open("w") as out:
+                for n in range(per_run):
+                    body = status_body([f"wamid.BENCH{n:08d}"], "read")
+                    out.write(f"{meta_signature(body, APP_SECRET)}\t{body.decode()}\n")
+            profile_run(
+                args.profile,
+                gunicorn.pid,
+                lambda: wrk(
+                    base + "/webhooks/meta/", "-s", str(lua), "--", str(requests_file), "2"
+                ),
+                args.duration,
+            )
 
         def median(runs: list[dict[str, float]], key: str) -> float:
             return statistics.median(run[key] for run in runs)
 
         ingest_rps, bare_rps = median(ingest_runs, "rps"), median(bare_runs, "rps")
         print(f"stored {WebhookEvent.objects.count():,} events ({errors:.0f} non-2xx answers)")
+        if args.http_only:
+            print(
+                f"RESULT ingest_rps={ingest_rps:.0f} bare_rps={bare_rps:.0f} "
+                f"ratio={ingest_rps / bare_rps:.2f} p50_ms={median(ingest_runs, 'p50'):.2f} "
+                f"p99_ms={median(ingest_runs, 'p99'):.2f}"
+            )
+            return
         # The HTTP rounds measured ingestion only: their events leave the queue unprocessed.
         from whatsapp_platform.lib.sqs import queue_name, sqs_client
 

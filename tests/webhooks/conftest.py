@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
 import pytest
 from django.conf import settings
+from django.db import connection
 from django.test.client import Client as DjangoClient
 
 from tests.factories import ChannelFactory, OrganizationFactory, TwilioChannelFactory
 from webhooks.signature import meta_signature, twilio_signature
+from webhooks.writer import APPLICATION_NAME
 from whatsapp_platform.models import Channel
 
 PAYLOADS = Path(__file__).parent / "payloads"
@@ -59,6 +61,21 @@ def post_twilio(
     return client.post(
         path, urlencode(params), content_type="application/x-www-form-urlencoded", headers=headers
     )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def event_writers_disconnected(django_db_setup: None, django_db_blocker: Any) -> Iterator[None]:
+    """The test database can be dropped only once no writer holds a connection to it."""
+    yield
+    with django_db_blocker.unblock():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE application_name = %s AND datname = current_database()",
+                    [APPLICATION_NAME],
+                )
+        connection.close()
 
 
 @pytest.fixture

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from urllib.parse import urlencode
 
 import pytest
+from django.conf import settings
 from django.db import connection
 from django.test import Client
 
@@ -336,6 +338,29 @@ def test_a_signed_twilio_request_without_a_message_sid_gets_400(
 
     assert response.status_code == 400
     assert not WebhookEvent.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_raw_nul_byte_in_a_twilio_body_gets_400_and_a_percent_encoded_one_is_stored(
+    client: Client, twilio_acme: Channel
+) -> None:
+    params = {**payload("twilio/inbound_text.json"), "Body": "hi\x00there"}
+    url = settings.PUBLIC_BASE_URL + "/webhooks/twilio/inbound/"
+    signature = twilio_signature(url, params, TWILIO_AUTH_TOKEN)
+    raw = urlencode(params).replace("%00", "\x00")
+
+    refused = client.post(
+        "/webhooks/twilio/inbound/",
+        raw.encode(),
+        content_type="application/x-www-form-urlencoded",
+        headers={"X-Twilio-Signature": signature},
+    )
+    encoded = post_twilio(client, "inbound", params)
+
+    assert refused.status_code == 400
+    assert "NUL" in refused.json()["error"]
+    assert encoded.status_code == 200
+    assert WebhookEvent.objects.get().body.count("%00") == 1
 
 
 def test_webhooks_need_no_csrf_token_but_other_posts_do(
