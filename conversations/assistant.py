@@ -22,7 +22,7 @@ import logging
 import re
 import time
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import cache
 from typing import Any, cast
 
@@ -77,13 +77,26 @@ def ai_unavailable_reason() -> str:
 # --- Budget ---------------------------------------------------------------------------------
 
 
+def _month_start() -> datetime:
+    return timezone.now().replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+
+
 def organization_tokens(*, organization_id: int, this_month: bool = False) -> int:
     replies = AiReply.objects.filter(organization_id=organization_id)
     if this_month:
-        start = timezone.now().replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-        replies = replies.filter(created_at__gte=start)
+        replies = replies.filter(created_at__gte=_month_start())
     totals = replies.aggregate(i=Sum("input_tokens"), o=Sum("output_tokens"))
     return int(totals["i"] or 0) + int(totals["o"] or 0)
+
+
+def monthly_tokens_by_organization() -> dict[int, int]:
+    """Tokens each organization spent this month, input and output together."""
+    rows = (
+        AiReply.objects.filter(created_at__gte=_month_start())
+        .values("organization_id")
+        .annotate(i=Sum("input_tokens"), o=Sum("output_tokens"))
+    )
+    return {row["organization_id"]: int(row["i"] or 0) + int(row["o"] or 0) for row in rows}
 
 
 def budget_exhausted(*, organization_id: int) -> bool:

@@ -606,3 +606,7 @@ def test_a_provider_failure_after_the_ai_answered_does_not_ask_the_ai_again(
     assert reply.attempts == 3
     assert len(openai_api.responses) == 1
     assert AiReply.objects.get().message_id == reply.id
+    alerts = admin_client.get("/monitoring/alerts").json()["alerts"]
+    [alert] = [a for a in alerts if a["name"] == "ai_budget_spent"]
+    assert alert["subject"] == f"organization {meta_channel.organization_id}"
+    assert alert["threshold"] == 1000

@@ -271,6 +271,28 @@ def _credential_alerts() -> list[Alert]:
     ]
 
 
+def _ai_budget_alerts() -> list[Alert]:
+    """Organizations that spent their monthly AI token budget: their AI replies have stopped."""
+    budget = settings.AI_MONTHLY_TOKEN_BUDGET
+    if not budget:
+        return []
+    from conversations.assistant import monthly_tokens_by_organization
+
+    return [
+        Alert(
+            "ai_budget_spent",
+            "warning",
+            f"organization {organization_id} spent its monthly AI token budget: AI replies "
+            "are stopped",
+            tokens,
+            budget,
+            f"organization {organization_id}",
+        )
+        for organization_id, tokens in monthly_tokens_by_organization().items()
+        if tokens >= budget
+    ]
+
+
 def alerts_evaluate(depths: list[QueueDepth] | None = None) -> list[Alert]:
     """The alerts active now. Unreachable SQS is an alert of its own."""
     alerts: list[Alert] = []
@@ -284,6 +306,7 @@ def alerts_evaluate(depths: list[QueueDepth] | None = None) -> list[Alert]:
     alerts += _task_error_alerts()
     alerts += _archive_alerts()
     alerts += _credential_alerts()
+    alerts += _ai_budget_alerts()
     return alerts
 
 
