@@ -59,7 +59,12 @@ class RestoreResult:
         }
 
 
-def _insert(model: type[models.Model], rows: list[dict[str, Any]], result: RestoreResult) -> None:
+Relinks = list[tuple[type[models.Model], dict[str, Any]]]
+
+
+def _insert(
+    model: type[models.Model], rows: list[dict[str, Any]], result: RestoreResult, relinks: Relinks
+) -> None:
     """Insert rows that are not there yet; references to rows that are gone are cleared, or the
     row skipped when the reference is required."""
     if not rows:
@@ -86,6 +91,10 @@ def _insert(model: type[models.Model], rows: list[dict[str, Any]], result: Resto
         for fk, found in existing.items():
             if row.get(fk.column) is not None and row[fk.column] not in found:
                 if fk.null:
+                    # Set again at the end, should the target come back in a later object.
+                    relinks.append(
+                        (model, {"id": row["id"], "column": fk.column, "value": row[fk.column]})
+                    )
                     row[fk.column] = None
                 else:
                     missing_required = True
@@ -108,7 +117,23 @@ def _insert(model: type[models.Model], rows: list[dict[str, Any]], result: Resto
     result.restored += len(values)
 
 
-def _restore_key(storage: ArchiveStorage, key: str, result: RestoreResult) -> None:
+def _relink(relinks: Relinks) -> None:
+    """References cleared when their target was archived, set again where both rows exist."""
+    for model, relink in relinks:
+        column = relink["column"]
+        if not model._default_manager.filter(pk=relink["value"]).exists():
+            continue
+        model._default_manager.filter(pk=relink["id"], **{f"{column}__isnull": True}).update(
+            **{column: relink["value"]}
+        )
+
+
+def _restore_key(
+    storage: ArchiveStorage,
+    key: str,
+    result: RestoreResult,
+    relinks: Relinks,
+) -> None:
     batch = ArchiveBatch.objects.filter(key=key).first()
     if batch is not None and batch.state == ArchiveBatch.State.RESTORED:
         storage.purge(key)  # a restore that died before removing the object
@@ -119,10 +144,13 @@ def _restore_key(storage: ArchiveStorage, key: str, result: RestoreResult) -> No
     with transaction.atomic():
         for line in archive_lines(storage, key):
             model = MODEL_BY_TABLE[line["table"]]
+            if "relink" in line:
+                relinks.append((model, line["relink"]))
+                continue
             pending[model].append(line["row"])  # a batch is bounded: ARCHIVE_BATCH_SIZE rows
         for model in RESTORE_ORDER:
             for start in range(0, len(pending[model]), CHUNK):
-                _insert(model, pending[model][start : start + CHUNK], result)
+                _insert(model, pending[model][start : start + CHUNK], result, relinks)
         if batch is not None:
             ArchiveBatch.objects.filter(id=batch.id).update(
                 state=ArchiveBatch.State.RESTORED, updated_at=timezone.now()
@@ -154,10 +182,12 @@ def messages_restore(
     )
     with job_lock(ArchiveRun.JobType.MESSAGES, wait=True):
         try:
+            relinks: Relinks = []
             for key in keys:
-                _restore_key(storage, key, result)
+                _restore_key(storage, key, result, relinks)
                 if progress:
                     progress(1)
+            _relink(relinks)
         except Exception as exc:
             ArchiveRun.objects.filter(id=run.id).update(
                 state=ArchiveRun.State.FAILED,

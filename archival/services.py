@@ -115,16 +115,34 @@ def archive_run_create(
         active = ArchiveRun.objects.filter(
             job_type=job_type, state__in=ArchiveRun.ACTIVE_STATES
         ).first()
-        if active is None:  # finished in between
-            return archive_run_create(
-                job_type=job_type,
-                triggered_by=triggered_by,
-                dry_run=dry_run,
-                older_than_days=older_than_days,
-                batch_size=batch_size,
-                organization_id=organization_id,
+        if active is not None and not _run_abandoned(active):
+            raise ArchiveJobBusy(active) from None
+        # Finished in between, or superseded: try again.
+        return archive_run_create(
+            job_type=job_type,
+            triggered_by=triggered_by,
+            dry_run=dry_run,
+            older_than_days=older_than_days,
+            batch_size=batch_size,
+            organization_id=organization_id,
+        )
+
+
+def _run_abandoned(run: ArchiveRun) -> bool:
+    """A running run that no process holds the lock of was left by a process that died: it is
+    marked failed (what it stored stays stored; what it left half-done the next run settles)."""
+    if run.state != ArchiveRun.State.RUNNING:
+        return False  # pending: its task is on its way
+    with job_lock(run.job_type) as taken:
+        if not taken:
+            return False
+        return bool(
+            ArchiveRun.objects.filter(id=run.id, state=ArchiveRun.State.RUNNING).update(
+                state=ArchiveRun.State.FAILED,
+                error="Interrupted: the process working on it stopped.",
+                finished_at=timezone.now(),
             )
-        raise ArchiveJobBusy(active) from None
+        )
 
 
 def archive_run_trigger(
@@ -308,6 +326,15 @@ class _HashingWriter:
         self.out.flush()
 
 
+class _RowEncoder(DjangoJSONEncoder):
+    """Datetimes to the microsecond, as PostgreSQL's row_to_json writes them."""
+
+    def default(self, o: Any) -> Any:
+        if isinstance(o, datetime):
+            return o.isoformat()
+        return super().default(o)
+
+
 def _in_list(ids: list[int]) -> tuple[str, list[int]]:
     return "(" + ",".join(["%s"] * len(ids)) + ")", ids
 
@@ -335,8 +362,22 @@ def _json_lines(model: type[models.Model], column: str, ids: list[int], order: s
         .order_by(*order_fields)
         .values(*columns)
     )
-    encoder = DjangoJSONEncoder(ensure_ascii=False, separators=(",", ":"))
+    encoder = _RowEncoder(ensure_ascii=False, separators=(",", ":"))
     return [encoder.encode({"table": table, "row": row}).encode() for row in rows]
+
+
+def _relink_lines(source: Source, ids: list[int]) -> list[bytes]:
+    """References from rows that stay (a reply to an archived message) are cleared when the
+    batch is deleted: they are kept as `relink` lines, which a restore applies again."""
+    lines = []
+    wanted = set(ids)
+    for model, column in _nullified(source.model):
+        rows = model._default_manager.filter(**{f"{column}__in": ids}).values_list("id", column)
+        for row_id, value in rows:
+            if row_id not in wanted:
+                relink = {"id": row_id, "column": column, "value": value}
+                lines.append(json.dumps({"table": model._meta.db_table, "relink": relink}).encode())
+    return lines
 
 
 @dataclass
@@ -361,6 +402,8 @@ def _encode(source: Source, ids: list[int], level: int) -> EncodedBatch:
             lines = _json_lines(model, column, ids, "t.id")
             if lines:
                 gz.write(b"\n".join(lines) + b"\n")
+        for line in _relink_lines(source, ids):
+            gz.write(line + b"\n")
     spool.seek(0)
     return EncodedBatch(spool, writer.size, writer.digest.hexdigest())
 
