@@ -9,7 +9,7 @@ multiple of ARCHIVE_EVERY_DAYS: the same days every year, whatever the month len
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -35,26 +35,29 @@ def periodic_task(job_type: str) -> PeriodicTask | None:
 
 
 def next_runs(job_type: str, *, now: datetime | None = None, count: int = 1) -> list[datetime]:
-    """The next times the job will really run (its cron on archive days), in UTC."""
+    """The next times the job will really run (its cron, on archive days only), in UTC."""
     task = periodic_task(job_type)
     if task is None or not task.enabled or task.crontab is None:
         return []
-    schedule: Any = task.crontab.schedule
-    now = now or datetime.now(UTC)
+    cron: Any = task.crontab.schedule  # celery's crontab: its fields as sets of numbers
+    now = (now or datetime.now(UTC)).astimezone(UTC)
     found: list[datetime] = []
-    cursor = now
-    for _ in range(400):  # a daily cron finds an archive day within ARCHIVE_EVERY_DAYS tries
-        fire = now + schedule.remaining_estimate(cursor)
-        fire = fire.astimezone(UTC).replace(second=0, microsecond=0)
-        if fire <= cursor:
-            fire = cursor + timedelta(minutes=1)
-            cursor = fire
+    for offset in range(800):
+        day = now.date() + timedelta(days=offset)
+        if not (
+            is_archive_day(day)
+            and day.day in cron.day_of_month
+            and day.month in cron.month_of_year
+            and (day.isoweekday() % 7) in cron.day_of_week  # cron counts Sunday as 0
+        ):
             continue
-        if is_archive_day(fire.date()):
-            found.append(fire)
-            if len(found) == count:
-                break
-        cursor = fire
+        for hour in sorted(cron.hour):
+            for minute in sorted(cron.minute):
+                fire = datetime.combine(day, time(hour, minute), tzinfo=UTC)
+                if fire > now:
+                    found.append(fire)
+                    if len(found) == count:
+                        return found
     return found
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import gzip
 import importlib
 import json
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -35,7 +34,7 @@ def empty_bucket(endpoint: str, bucket: str) -> None:
 
 
 @pytest.fixture(params=["local", "s3"])
-def storage(request: Any, settings: Any, tmp_path: Any) -> Iterator[ArchiveStorage]:
+def storage(request: Any, settings: Any, tmp_path: Any) -> ArchiveStorage:
     """Archive storage, once on the local folder backend and once on S3 (moto server)."""
     if request.param == "s3":
         endpoint = request.getfixturevalue("aws_endpoint")
@@ -45,7 +44,7 @@ def storage(request: Any, settings: Any, tmp_path: Any) -> Iterator[ArchiveStora
     else:
         settings.ARCHIVE_S3_BUCKET = ""
         settings.ARCHIVE_LOCAL_DIR = tmp_path / "archive"
-    yield archive_storage()
+    return archive_storage()
 
 
 @pytest.fixture
@@ -71,7 +70,7 @@ def make_old(queryset: Any, days: int, field: str = "created_at") -> None:
     queryset.update(**{field: timezone.now() - timedelta(days=days)})
 
 
-def old_messages(channel: Channel, count: int, days: int, **kwargs: Any) -> list[Message]:
+def old_messages(channel: Channel, count: int, days: int, **kwargs: Any) -> list[Any]:
     messages = [MessageFactory(channel=channel, **kwargs) for _ in range(count)]
     for i, message in enumerate(messages):
         # Spread over two days, so that batches split by day.

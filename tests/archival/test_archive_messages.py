@@ -133,7 +133,8 @@ def test_a_dry_run_reports_per_day_and_changes_nothing(
     assert not ArchiveBatch.objects.exists()
     assert list(storage.keys("")) == []
     run = ArchiveRun.objects.get()
-    assert run.dry_run and run.state == "succeeded"
+    assert run.dry_run
+    assert run.state == "succeeded"
     days = run.report["days"]
     assert sum(day.get("messages", 0) for day in days.values()) == 4
     assert sum(day.get("webhook_events", 0) for day in days.values()) == 1
