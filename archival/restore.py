@@ -62,6 +62,12 @@ class RestoreResult:
 Relinks = list[tuple[type[models.Model], dict[str, Any]]]
 
 
+def _db_value(f: models.Field[Any, Any], row: dict[str, Any]) -> Any:
+    missing = None if f.null else f.get_default()
+    value = f.to_python(row[f.column]) if f.column in row else missing
+    return f.get_db_prep_save(value, connection)
+
+
 def _insert(
     model: type[models.Model], rows: list[dict[str, Any]], result: RestoreResult, relinks: Relinks
 ) -> None:
@@ -69,7 +75,8 @@ def _insert(
     row skipped when the reference is required."""
     if not rows:
         return
-    fields = [f for f in model._meta.concrete_fields if f.column in rows[0]]
+    # Empty columns are left out of the archive (and columns added since are missing).
+    fields = list(model._meta.concrete_fields)
     ids = [row["id"] for row in rows]
     present = set(model._default_manager.filter(pk__in=ids).values_list("pk", flat=True))
     existing: dict[models.Field[Any, Any], set[Any]] = {}
@@ -101,9 +108,7 @@ def _insert(
         if missing_required:
             result.skipped += 1
             continue
-        values.append(
-            [f.get_db_prep_save(f.to_python(row.get(f.column)), connection) for f in fields]
-        )
+        values.append([_db_value(f, row) for f in fields])
     if not values:
         return
     columns = ", ".join(f'"{f.column}"' for f in fields)

@@ -23,8 +23,9 @@ import tempfile
 import time
 import zlib
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import IO, Any, cast
 
@@ -350,7 +351,7 @@ def _json_lines(model: type[models.Model], column: str, ids: list[int], order: s
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute(
-                f"SELECT json_build_object('table', %s, 'row', row_to_json(t))::text FROM \"{table}\" t "  # noqa: S608
+                f"SELECT json_build_object('table', %s, 'row', json_strip_nulls(row_to_json(t)))::text FROM \"{table}\" t "  # noqa: S608
                 f'WHERE t."{column}" = ANY(%s) ORDER BY {order}',
                 [table, ids],
             )
@@ -385,27 +386,61 @@ class EncodedBatch:
     spool: IO[bytes]
     size: int
     sha256: str
-    contact_ids: set[int] = field(default_factory=set)
 
 
-def _encode(source: Source, ids: list[int], level: int) -> EncodedBatch:
-    spool: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # type: ignore[assignment]  # noqa: SIM115
-    writer = _HashingWriter(spool)
+@dataclass
+class FetchedBatch:
+    """A batch's lines, read from the database; `has_audience` when campaign rows go with it."""
+
+    source: Source
+    day: date
+    ids: list[int]
+    lines: list[bytes]
+    has_audience: bool
+    batch: ArchiveBatch | None = None
+
+
+def _fetch(source: Source, day: date, ids: list[int]) -> FetchedBatch:
     order = (
         f't."{source.date_field}", t.id'
         if source.model is not CampaignAudience
         else "t.created_at, t.id"
     )
+    lines = _json_lines(source.model, "id", ids, order)
+    has_audience = source.model is CampaignAudience
+    for model, column in _dependents(source.model):
+        dependent = _json_lines(model, column, ids, "t.id")
+        has_audience = has_audience or (model is CampaignAudience and bool(dependent))
+        lines += dependent
+    lines += _relink_lines(source, ids)
+    return FetchedBatch(source, day, ids, lines, has_audience)
+
+
+def _compress(lines: list[bytes], level: int) -> EncodedBatch:
+    """gzip JSON Lines into a spooled file, hashed as written. Touches no database, so it runs
+    beside the next batch's reads (zlib releases the GIL)."""
+    spool: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # type: ignore[assignment]  # noqa: SIM115
+    writer = _HashingWriter(spool)
     with gzip.GzipFile(fileobj=writer, mode="wb", compresslevel=level, mtime=0) as gz:  # type: ignore[arg-type]
-        gz.write(b"\n".join(_json_lines(source.model, "id", ids, order)) + b"\n")
-        for model, column in _dependents(source.model):
-            lines = _json_lines(model, column, ids, "t.id")
-            if lines:
-                gz.write(b"\n".join(lines) + b"\n")
-        for line in _relink_lines(source, ids):
-            gz.write(line + b"\n")
+        gz.write(b"\n".join(lines) + b"\n")
     spool.seek(0)
     return EncodedBatch(spool, writer.size, writer.digest.hexdigest())
+
+
+def _compress_upload_verify(
+    storage: ArchiveStorage, key: str | None, lines: list[bytes], level: int
+) -> EncodedBatch:
+    """Compress, then (unless a dry run, without key) upload and read the object back."""
+    encoded = _compress(lines, level)
+    if key is None:
+        encoded.spool.close()
+        return encoded
+    with encoded.spool:
+        storage.put_stream(key, encoded.spool, content_type="application/gzip")
+    stored = storage.stat(key)
+    if stored is None or stored.size != encoded.size or stored.sha256 != encoded.sha256:
+        raise ArchiveVerificationError(f"The archive object {key} does not match what was written.")
+    return encoded
 
 
 # --- One batch ------------------------------------------------------------------------------
@@ -434,27 +469,22 @@ def _next_batch(
     if after is not None:
         at = datetime.fromisoformat(after[0])
         qs = qs.filter(Q(**{f"{f}__gt": at}) | Q(**{f: at, "id__gt": after[1]}))
-    first = qs.order_by(f, "id").values_list(f, flat=True).first()
-    if first is None:
+    rows = list(qs.order_by(f, "id").values_list("id", f)[: state.batch_size])
+    if not rows:
         return None
-    day = first.astimezone(UTC).date()
-    day_end = datetime.combine(day + timedelta(days=1), datetime.min.time(), tzinfo=UTC)
-    rows = list(
-        qs.filter(**{f"{f}__lt": day_end})
-        .order_by(f, "id")
-        .values_list("id", f)[: state.batch_size]
-    )
+    # One day per object: the batch ends where the next day begins.
+    day = rows[0][1].astimezone(UTC).date()
+    rows = [row for row in rows if row[1].astimezone(UTC).date() == day]
     last = rows[-1]
     return day, [row_id for row_id, _ in rows], [last[1].isoformat(), last[0]]
 
 
-def _keep_campaign_figures(message_ids: list[int]) -> None:
-    """A campaign's final figures are computed and kept before its messages leave."""
+def _keep_campaign_figures(source: Source, ids: list[int]) -> None:
+    """A campaign's final figures are computed and kept before its rows leave."""
     from campaigns.stats import campaign_stats_compute
 
-    campaigns = Campaign.objects.filter(
-        audience__message_id__in=message_ids, final_stats={}
-    ).distinct()
+    rows = Q(audience__message_id__in=ids) if source.model is Message else Q(audience__id__in=ids)
+    campaigns = Campaign.objects.filter(rows, final_stats={}).distinct()
     for campaign in campaigns:
         Campaign.objects.filter(id=campaign.id).update(
             final_stats=campaign_stats_compute(campaign=campaign), updated_at=timezone.now()
@@ -501,18 +531,11 @@ def _pause_for_crash_test(key: str) -> None:
         time.sleep(1)
 
 
-def _archive_batch(state: RunState, source: Source, day: date, ids: list[int]) -> None:
-    run = state.run
-    encoded = _encode(source, ids, state.level)
-    if run.dry_run:
-        days = run.report.setdefault("days", {})
-        entry = days.setdefault(day.isoformat(), {})
-        entry[source.kind] = entry.get(source.kind, 0) + len(ids)
-        entry["bytes"] = entry.get("bytes", 0) + encoded.size
-        run.report["rows"] = run.report.get("rows", 0) + len(ids)
-        run.report["bytes_estimate"] = run.report.get("bytes_estimate", 0) + encoded.size
-        encoded.spool.close()
-        return
+def _batch_begin(state: RunState, fetched: FetchedBatch) -> str | None:
+    """Record the batch `uploading` (committed) and return its key; None in a dry run."""
+    if state.run.dry_run:
+        return None
+    source, day = fetched.source, fetched.day
     number = (
         ArchiveBatch.objects.filter(kind=source.kind, day=day).aggregate(n=models.Max("number"))[
             "n"
@@ -520,18 +543,31 @@ def _archive_batch(state: RunState, source: Source, day: date, ids: list[int]) -
         or 0
     ) + 1
     key = batch_key(source, day, number)
-    batch = ArchiveBatch.objects.create(run=run, kind=source.kind, day=day, number=number, key=key)
-    with encoded.spool:
-        state.storage.put_stream(key, encoded.spool, content_type="application/gzip")
-    stored = state.storage.stat(key)
-    if stored is None or stored.size != encoded.size or stored.sha256 != encoded.sha256:
-        raise ArchiveVerificationError(f"The archive object {key} does not match what was written.")
+    fetched.batch = ArchiveBatch.objects.create(
+        run=state.run, kind=source.kind, day=day, number=number, key=key
+    )
+    return key
+
+
+def _batch_finish(state: RunState, fetched: FetchedBatch, encoded: EncodedBatch) -> None:
+    """The object is verified: record the batch stored and delete its rows, in one transaction."""
+    run, ids, source = state.run, fetched.ids, fetched.source
+    if run.dry_run:
+        days = run.report.setdefault("days", {})
+        entry = days.setdefault(fetched.day.isoformat(), {})
+        entry[source.kind] = entry.get(source.kind, 0) + len(ids)
+        entry["bytes"] = entry.get("bytes", 0) + encoded.size
+        run.report["rows"] = run.report.get("rows", 0) + len(ids)
+        run.report["bytes_estimate"] = run.report.get("bytes_estimate", 0) + encoded.size
+        return
+    batch = fetched.batch
+    assert batch is not None
     state.uploads += 1
     if (
         settings.ARCHIVE_PAUSE_AFTER_UPLOADS
         and state.uploads >= settings.ARCHIVE_PAUSE_AFTER_UPLOADS
     ):
-        _pause_for_crash_test(key)
+        _pause_for_crash_test(batch.key)
     with transaction.atomic():
         updated = ArchiveBatch.objects.filter(
             id=batch.id, state=ArchiveBatch.State.UPLOADING
@@ -545,10 +581,10 @@ def _archive_batch(state: RunState, source: Source, day: date, ids: list[int]) -
             updated_at=timezone.now(),
         )
         if updated != 1:
-            raise ArchiveVerificationError(f"Batch {key} was settled by another run.")
+            raise ArchiveVerificationError(f"Batch {batch.key} was settled by another run.")
         _record_contacts(batch, source, ids)
-        if source.model is Message:
-            _keep_campaign_figures(ids)
+        if fetched.has_audience:
+            _keep_campaign_figures(source, ids)
         deleted = _delete_rows(source, ids)
         ArchiveRun.objects.filter(id=run.id).update(
             rows_archived=F("rows_archived") + len(ids),
@@ -626,25 +662,52 @@ def archive_messages_run(
 
 
 def _archive_sources(state: RunState) -> bool:
+    """Batch after batch; each batch's compression and upload run in a thread while the next
+    batch is read, and its rows are deleted once its object is verified."""
     run = state.run
     positions: dict[str, Any] = run.report.setdefault("positions", {})
-    for source in SOURCES:
-        if positions.get(source.kind) == "done":
-            continue
-        while True:
-            if time.monotonic() > state.deadline:
-                return False
-            found = _next_batch(state, source, positions.get(source.kind))
-            if found is None:
-                positions[source.kind] = "done"
-                break
-            day, ids, position = found
-            _archive_batch(state, source, day, ids)
-            positions[source.kind] = position
-            if state.progress:
-                state.progress(len(ids))
-            if state.heartbeat:
-                state.heartbeat()
+    in_flight: tuple[FetchedBatch, Future[EncodedBatch], Any] | None = None
+
+    def settle() -> None:
+        nonlocal in_flight
+        if in_flight is None:
+            return
+        fetched, future, position = in_flight
+        in_flight = None
+        _batch_finish(state, fetched, future.result())
+        positions[fetched.source.kind] = position
+        if state.progress:
+            state.progress(len(fetched.ids))
+        if state.heartbeat:
+            state.heartbeat()
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="archive-upload") as uploads:
+        try:
+            for source in SOURCES:
+                if positions.get(source.kind) == "done":
+                    continue
+                after = positions.get(source.kind)
+                while True:
+                    if time.monotonic() > state.deadline:
+                        settle()
+                        return False
+                    found = _next_batch(state, source, after)
+                    if found is None:
+                        settle()
+                        positions[source.kind] = "done"
+                        break
+                    day, ids, after = found
+                    fetched = _fetch(source, day, ids)
+                    key = _batch_begin(state, fetched)
+                    future = uploads.submit(
+                        _compress_upload_verify, state.storage, key, fetched.lines, state.level
+                    )
+                    fetched.lines = []
+                    settle()
+                    in_flight = (fetched, future, after)
+        finally:
+            if in_flight is not None:
+                in_flight[1].cancel()
     return True
 
 
