@@ -33,6 +33,7 @@ from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import IntegrityError, connection, models, transaction
 from django.db.models import Exists, F, OuterRef, Q
+from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
 from archival import metrics
@@ -426,20 +427,17 @@ class FetchedBatch:
     contact_ids: set[int] = field(default_factory=set)
 
 
-def _fetch(source: Source, day: date, ids: list[int]) -> FetchedBatch:
-    order = (
-        f't."{source.date_field}", t.id'
-        if source.model is not CampaignAudience
-        else "t.created_at, t.id"
-    )
-    lines = _json_lines(source.model, "id", ids, order)
+def _fetch(source: Source, found: FoundBatch) -> FetchedBatch:
+    day, ids = found.day, found.ids
+    order = f't."{source.date_field}", t.id'
+    lines = found.lines if found.lines is not None else _json_lines(source.model, "id", ids, order)
     has_audience = source.model is CampaignAudience
     for model, column in _dependents(source.model):
         dependent = _json_lines(model, column, ids, "t.id")
         has_audience = has_audience or (model is CampaignAudience and bool(dependent))
         lines += dependent
     lines += _relink_lines(source, ids)
-    return FetchedBatch(source, day, ids, lines, has_audience)
+    return FetchedBatch(source, day, ids, lines, has_audience, contact_ids=found.contact_ids)
 
 
 def _compress(lines: list[bytes], level: int) -> EncodedBatch:
@@ -486,9 +484,16 @@ class RunState:
     uploads: int = 0
 
 
-def _next_batch(
-    state: RunState, source: Source, after: list[Any] | None
-) -> tuple[date, list[int], set[int], list[Any]] | None:
+@dataclass
+class FoundBatch:
+    day: date
+    ids: list[int]
+    contact_ids: set[int]
+    position: list[Any]
+    lines: list[bytes] | None  # encoded by PostgreSQL in the same read
+
+
+def _next_batch(state: RunState, source: Source, after: list[Any] | None) -> FoundBatch | None:
     """The next batch of due rows of one day, after the keyset position `after`."""
     qs = source.due(default_days=state.default_days, organization_id=state.organization_id)
     f = source.date_field
@@ -498,17 +503,33 @@ def _next_batch(
         qs = qs.filter(**{f"{f}__gte": at}).filter(
             Q(**{f"{f}__gt": at}) | Q(**{f: at, "id__gt": after[1]})
         )
-    # The contacts whose rows the batch holds, for erasure (events name none).
-    contact = "contact_id" if source.model is not WebhookEvent else "id"
-    rows = list(qs.order_by(f, "id").values_list("id", f, contact)[: state.batch_size])
-    if not rows:
+    first = qs.order_by(f, "id").values_list(f, flat=True).first()
+    if first is None:
         return None
     # One day per object: the batch ends where the next day begins.
-    day = rows[0][1].astimezone(UTC).date()
-    rows = [row for row in rows if row[1].astimezone(UTC).date() == day]
+    day = first.astimezone(UTC).date()
+    day_end = datetime.combine(day + timedelta(days=1), datetime.min.time(), tzinfo=UTC)
+    qs = qs.filter(**{f"{f}__lt": day_end}).order_by(f, "id")
+    # The contacts whose rows the batch holds, for erasure (events name none).
+    contact = "contact_id" if source.model is not WebhookEvent else "id"
+    table = source.model._meta.db_table
+    if connection.vendor == "postgresql":
+        line = RawSQL(  # noqa: S611 (a table name from the model, values bound)
+            f"json_build_object('table', %s, 'row', json_strip_nulls(row_to_json(\"{table}\")))::text",
+            [table],
+        )
+        rows = list(
+            qs.annotate(line=line).values_list("id", f, contact, "line")[: state.batch_size]
+        )
+        lines: list[bytes] | None = [row[3].encode() for row in rows]
+    else:
+        rows = list(qs.values_list("id", f, contact)[: state.batch_size])
+        lines = None
     last = rows[-1]
     contacts = {row[2] for row in rows} if source.model is not WebhookEvent else set()
-    return day, [row[0] for row in rows], contacts, [last[1].isoformat(), last[0]]
+    return FoundBatch(
+        day, [row[0] for row in rows], contacts, [last[1].isoformat(), last[0]], lines
+    )
 
 
 def _keep_campaign_figures(source: Source, ids: list[int]) -> None:
@@ -729,9 +750,8 @@ def _archive_sources(state: RunState) -> bool:
                         settle()
                         positions[source.kind] = "done"
                         break
-                    day, ids, contacts, after = found
-                    fetched = _fetch(source, day, ids)
-                    fetched.contact_ids = contacts
+                    after = found.position
+                    fetched = _fetch(source, found)
                     key = _batch_begin(state, fetched)
                     future = uploads.submit(
                         _compress_upload_verify, state.storage, key, fetched.lines, state.level
