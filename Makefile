@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint install install-dev bench-ingest
+.PHONY: run test lint install install-dev bench-ingest bench-archive
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -41,3 +41,7 @@ test: lint
 bench-ingest: install-dev
 	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
 	$(BIN)/python tests/benchmarks/bench_ingest.py
+
+# 1,000,000 messages archived to the local folder, against COPY | gzip on the same rows.
+bench-archive: install-dev
+	$(BIN)/python tests/benchmarks/bench_archive.py
