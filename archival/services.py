@@ -94,18 +94,26 @@ def job_lock(name: str, *, wait: bool = False) -> Iterator[bool]:
 
 
 @contextmanager
-def _serial_plans() -> Iterator[None]:
-    """Batch reads of a few thousand rows: parallel workers cost more to start than they save."""
+def _archive_session() -> Iterator[None]:
+    """Session settings while a run works, reset after it.
+
+    Batch reads of a few thousand rows: parallel workers cost more to start than they save.
+    Commits need not wait for the WAL flush: a batch commit lost in a database crash comes back
+    as it was before, `uploading` with its rows in place, which the next run settles like any
+    interrupted batch.
+    """
     if connection.vendor != "postgresql":
         yield
         return
     with connection.cursor() as cursor:
         cursor.execute("SET max_parallel_workers_per_gather = 0")
+        cursor.execute("SET synchronous_commit = off")
     try:
         yield
     finally:
         with connection.cursor() as cursor:
             cursor.execute("RESET max_parallel_workers_per_gather")
+            cursor.execute("RESET synchronous_commit")
 
 
 def archive_run_create(
@@ -700,7 +708,7 @@ def archive_messages_run(
         try:
             if not run.dry_run:
                 archive_batches_settle(state.storage)
-            with _serial_plans():
+            with _archive_session():
                 done = _archive_sources(state)
         except Exception as exc:
             logger.exception("Archive run %s failed", run.id)
