@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.db.models import Count, F, Sum
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework import exceptions, serializers, status
 from rest_framework.authentication import BasicAuthentication, SessionAuthentication
@@ -77,7 +78,13 @@ class TriggerInput(serializers.Serializer):  # type: ignore[type-arg]
 
 
 class ArchiveTriggerApi(StaffApi):
-    @extend_schema(tags=TAGS, summary="Start archival runs now", parameters=[TriggerInput])
+    @extend_schema(
+        tags=TAGS,
+        summary="Start archival runs now",
+        parameters=[TriggerInput],
+        request=None,
+        responses={202: OpenApiTypes.OBJECT, 400: OpenApiTypes.OBJECT, 409: OpenApiTypes.OBJECT},
+    )
     def post(self, request: Request) -> Response:
         data = {
             **request.query_params.dict(),
@@ -113,7 +120,11 @@ class ArchiveTriggerApi(StaffApi):
 
 
 class ArchiveStatusApi(StaffApi):
-    @extend_schema(tags=TAGS, summary="Running and last runs, next scheduled times, enabled flags")
+    @extend_schema(
+        tags=TAGS,
+        summary="Running and last runs, next scheduled times, enabled flags",
+        responses=OpenApiTypes.OBJECT,
+    )
     def get(self, request: Request) -> Response:
         jobs = {}
         for job in JOBS:
@@ -133,7 +144,11 @@ class ArchiveStatusApi(StaffApi):
 
 
 class ArchiveLogsApi(StaffApi):
-    @extend_schema(tags=TAGS, summary="Recent runs of a job, with counts, durations and errors")
+    @extend_schema(
+        tags=TAGS,
+        summary="Recent runs of a job, with counts, durations and errors",
+        responses=OpenApiTypes.OBJECT,
+    )
     def get(self, request: Request, job: str) -> Response:
         _job(job)
         try:
@@ -145,7 +160,11 @@ class ArchiveLogsApi(StaffApi):
 
 
 class ArchiveMetricsApi(StaffApi):
-    @extend_schema(tags=TAGS, summary="Totals of rows, objects, bytes, failures and durations")
+    @extend_schema(
+        tags=TAGS,
+        summary="Totals of rows, objects, bytes, failures and durations",
+        responses=OpenApiTypes.OBJECT,
+    )
     def get(self, request: Request) -> Response:
         totals = {}
         for job in ArchiveRun.JobType.values:
@@ -170,7 +189,12 @@ class ArchiveMetricsApi(StaffApi):
 
 
 class ArchiveScheduleToggleApi(StaffApi):
-    @extend_schema(tags=TAGS, summary="Enable or disable a job's periodic run", request=None)
+    @extend_schema(
+        tags=TAGS,
+        summary="Enable or disable a job's periodic run",
+        request=None,
+        responses=OpenApiTypes.OBJECT,
+    )
     def post(self, request: Request, job: str) -> Response:
         _job(job)
         try:
@@ -186,7 +210,10 @@ class EraseInput(serializers.Serializer):  # type: ignore[type-arg]
 
 class ContactEraseApi(StaffApi):
     @extend_schema(
-        tags=TAGS, summary="Erase one contact everywhere (right to erasure)", request=EraseInput
+        tags=TAGS,
+        summary="Erase one contact everywhere (right to erasure)",
+        request=EraseInput,
+        responses=OpenApiTypes.OBJECT,
     )
     def post(self, request: Request) -> Response:
         serializer = EraseInput(data=request.data)
