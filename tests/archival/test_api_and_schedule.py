@@ -167,3 +167,31 @@ def test_a_triggered_run_is_done_by_the_worker_on_the_archival_queue(
     run = ArchiveRun.objects.get(id=run_id)
     assert (run.state, run.rows_archived) == ("succeeded", 3)
     assert not Message.objects.filter(id__in=[m.id for m in messages]).exists()
+
+
+def test_archive_days_alternate_through_month_and_year_ends() -> None:
+    from datetime import date
+
+    from archival.schedule import is_archive_day
+
+    start = date(2027, 1, 1)
+    flags = [is_archive_day(start + timedelta(days=n)) for n in range(800)]
+
+    assert all(a != b for a, b in itertools.pairwise(flags))
+    assert not (is_archive_day(date(2027, 1, 31)) and is_archive_day(date(2027, 2, 1)))
+    assert not (is_archive_day(date(2028, 2, 29)) and is_archive_day(date(2028, 3, 1)))
+
+
+def test_a_scheduled_start_while_a_run_is_active_resumes_that_run(
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    from archival.services import archive_run_create, archive_run_resume_or_trigger
+
+    active = archive_run_create(job_type="messages", triggered_by="api")
+
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        resumed = archive_run_resume_or_trigger(job_type="messages")
+
+    assert resumed.id == active.id
+    assert len(callbacks) == 1  # its task is sent again; the lock keeps it from running twice
+    assert ArchiveRun.objects.filter(job_type="messages").count() == 1
