@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint install install-dev bench-ingest bench-send bench-scale
+.PHONY: run test lint install install-dev bench-ingest bench-send bench-scale bench-archive
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -51,3 +51,7 @@ bench-send: install-dev
 # One, two and four worker processes draining the same SQS queue (moto) and database.
 bench-scale: install-dev
 	$(BIN)/python tests/benchmarks/bench_scale.py
+
+# 1,000,000 messages archived to the local folder, against COPY | gzip on the same rows.
+bench-archive: install-dev
+	$(BIN)/python tests/benchmarks/bench_archive.py

@@ -24,8 +24,8 @@ class ChannelInline(admin.TabularInline):  # type: ignore[type-arg]
 
 @admin.register(Organization)
 class OrganizationAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
-    list_display = ("name", "slug", "is_active", "created_at")
-    list_filter = ("is_active",)
+    list_display = ("name", "slug", "is_active", "legal_hold", "created_at")
+    list_filter = ("is_active", "legal_hold")
     search_fields = ("name", "slug")
     prepopulated_fields = {"slug": ("name",)}
     inlines = (ChannelInline,)

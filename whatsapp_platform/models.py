@@ -25,6 +25,17 @@ class Organization(TimestampedModel):
     name = models.CharField(max_length=200, unique=True)
     slug = models.SlugField(max_length=200, unique=True)
     is_active = models.BooleanField(default=True)
+    # Retention: days before messages go to the archive (empty: ARCHIVE_THRESHOLD_DAYS). A legal
+    # hold exempts the organization from archival and deletion.
+    archive_after_days = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text="Days before messages are archived; empty uses the platform default.",
+    )
+    legal_hold = models.BooleanField(
+        default=False, help_text="Exempt from archival and deletion while set."
+    )
 
     class Meta:
         ordering = ("name",)

@@ -362,6 +362,28 @@ ARCHIVE_S3_BUCKET = env.str("ARCHIVE_S3_BUCKET", default="")
 S3_ENDPOINT_URL = env.str("S3_ENDPOINT_URL", default="") or None
 ARCHIVE_LOCAL_DIR = Path(env.str("ARCHIVE_LOCAL_DIR", default=str(VAR_DIR / "archive")))
 
+# --- Archival ---------------------------------------------------------------------------------
+# Messages and webhook events older than this go to the archive (an organization may set its
+# own); media older than MEDIA_THRESHOLD_DAYS is copied to archived-media/.
+ARCHIVE_THRESHOLD_DAYS = env.int("ARCHIVE_THRESHOLD_DAYS", default=90)
+MEDIA_THRESHOLD_DAYS = env.int("MEDIA_THRESHOLD_DAYS", default=30)
+ARCHIVE_BATCH_SIZE = env.int("ARCHIVE_BATCH_SIZE", default=5000)
+ARCHIVE_GZIP_LEVEL = env.int("ARCHIVE_GZIP_LEVEL", default=6)
+# S3 lifecycle: archive objects expire after this many years.
+ARCHIVE_RETENTION_YEARS = env.int("ARCHIVE_RETENTION_YEARS", default=7)
+# The periodic runs: a daily cron (UTC) that acts only every ARCHIVE_EVERY_DAYS days, counted
+# from 1970-01-01, so that "every two days" stays 48 hours apart across month ends.
+ARCHIVE_MESSAGES_CRON = env.str("ARCHIVE_MESSAGES_CRON", default="0 2 * * *")
+ARCHIVE_MEDIA_CRON = env.str("ARCHIVE_MEDIA_CRON", default="0 3 * * *")
+ARCHIVE_EVERY_DAYS = env.int("ARCHIVE_EVERY_DAYS", default=2)
+# One archival task works this long, then hands the rest of its run to a fresh task.
+ARCHIVE_TASK_BUDGET_SECONDS = env.int(
+    "ARCHIVE_TASK_BUDGET_SECONDS", default=max(5, CELERY_TASK_SOFT_TIME_LIMIT * 2 // 3)
+)
+# Fault injection for crash tests: a run stops, alive but idle, after this many uploads and
+# before their rows are deleted. Never set in production.
+ARCHIVE_PAUSE_AFTER_UPLOADS = env.int("ARCHIVE_PAUSE_AFTER_UPLOADS", default=0)
+
 # --- Logging ----------------------------------------------------------------------------------
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO").upper()
 # `json`: one object per line, with the correlation id; `plain` for reading in a terminal.

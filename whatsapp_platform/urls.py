@@ -18,4 +18,5 @@ urlpatterns = [
     path("api/", include("conversations.urls")),
     path("api/v1/organization", OrganizationDetailApi.as_view(), name="api-organization"),
     path("api/campaigns/", include("campaigns.urls")),
+    path("api/admin/archival/", include("archival.urls")),
 ]

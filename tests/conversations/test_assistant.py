@@ -466,6 +466,10 @@ def test_a_spent_monthly_budget_stops_replies_and_the_admin_says_so(
     assert b"Spent (1000): AI replies are paused" in page.content
     page = admin_client.get(f"/admin/conversations/assistant/{assistant.id}/change/")
     assert b"monthly token budget is spent" in page.content
+    alerts = admin_client.get("/monitoring/alerts").json()["alerts"]
+    [alert] = [a for a in alerts if a["name"] == "ai_budget_spent"]
+    assert alert["subject"] == f"organization {meta_channel.organization_id}"
+    assert alert["threshold"] == 1000
 
 
 def test_a_customer_image_goes_to_the_model_as_image_input(
@@ -606,7 +610,3 @@ def test_a_provider_failure_after_the_ai_answered_does_not_ask_the_ai_again(
     assert reply.attempts == 3
     assert len(openai_api.responses) == 1
     assert AiReply.objects.get().message_id == reply.id
-    alerts = admin_client.get("/monitoring/alerts").json()["alerts"]
-    [alert] = [a for a in alerts if a["name"] == "ai_budget_spent"]
-    assert alert["subject"] == f"organization {meta_channel.organization_id}"
-    assert alert["threshold"] == 1000

@@ -50,6 +50,19 @@ class ArchiveStorage(Protocol):
     def size(self, key: str) -> int | None: ...
     def delete(self, key: str) -> None: ...
     def keys(self, prefix: str) -> Iterator[str]: ...
+    def stat(self, key: str) -> StoredObject | None: ...
+    def purge(self, key: str, keep_latest: bool = False) -> None: ...
+
+
+def _stat_stream(key: str, stream: IO[bytes]) -> StoredObject:
+    """Size and SHA-256 of an object, read back in chunks."""
+    digest = hashlib.sha256()
+    size = 0
+    with stream:
+        while chunk := stream.read(CHUNK):
+            size += len(chunk)
+            digest.update(chunk)
+    return StoredObject(key, size, digest.hexdigest())
 
 
 class LocalStorage:
@@ -89,6 +102,17 @@ class LocalStorage:
             if path.is_file() and key.startswith(prefix) and not key.endswith(".partial"):
                 yield key
 
+    def stat(self, key: str) -> StoredObject | None:
+        """What is stored under `key`, read back from the disk; None when nothing is."""
+        path = self._path(key)
+        if not path.exists():
+            return None
+        return _stat_stream(key, path.open("rb"))
+
+    def purge(self, key: str, keep_latest: bool = False) -> None:
+        if not keep_latest:
+            self.delete(key)
+
 
 class S3Storage:
     def __init__(self, bucket: str, client: S3Client) -> None:
@@ -122,6 +146,30 @@ class S3Storage:
         for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
             for item in page.get("Contents", []):
                 yield item["Key"]
+
+    def stat(self, key: str) -> StoredObject | None:
+        """What S3 holds under `key`, read back in full; None when nothing is."""
+        try:
+            body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
+        except self.client.exceptions.NoSuchKey:
+            return None
+        return _stat_stream(key, body)  # type: ignore[arg-type]
+
+    def purge(self, key: str, keep_latest: bool = False) -> None:
+        """Delete every version of `key` (but the current one with `keep_latest`), so that
+        nothing older stays in a versioned bucket."""
+        paginator = self.client.get_paginator("list_object_versions")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=key):
+            versions = [
+                {"Key": item["Key"], "VersionId": item["VersionId"]}
+                for item in [*page.get("Versions", []), *page.get("DeleteMarkers", [])]
+                if item["Key"] == key and not (keep_latest and item.get("IsLatest"))
+            ]
+            if versions:
+                self.client.delete_objects(
+                    Bucket=self.bucket,
+                    Delete={"Objects": versions, "Quiet": True},  # type: ignore[typeddict-item]
+                )
 
 
 @cache
