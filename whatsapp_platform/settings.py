@@ -255,6 +255,8 @@ CELERY_WORKER_SEND_TASK_EVENTS = False
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TIMEZONE = "UTC"
+# How often beat runs the sweeps that recover work the broker lost (every minute by default).
+SWEEP_INTERVAL_SECONDS = env.float("SWEEP_INTERVAL_SECONDS", default=60.0)
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     # Beat and the analytics workers are alive: every minute.
     "heartbeat": {
@@ -265,11 +267,11 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     # Webhook events and media downloads whose task never reached the broker: every minute.
     "requeue-stale-webhook-events": {
         "task": "webhooks.tasks.requeue_stale_events",
-        "schedule": 60.0,
+        "schedule": SWEEP_INTERVAL_SECONDS,
     },
     "requeue-pending-media": {
         "task": "conversations.tasks.requeue_pending_media",
-        "schedule": 60.0,
+        "schedule": SWEEP_INTERVAL_SECONDS,
     },
     # Scheduled campaigns whose time has come: every minute.
     "launch-due-campaigns": {
@@ -280,12 +282,12 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     # minute.
     "sweep-sends": {
         "task": "conversations.tasks.sweep_sends",
-        "schedule": 60.0,
+        "schedule": SWEEP_INTERVAL_SECONDS,
     },
     # Running campaigns whose fan-out stopped moving (a worker died): every minute.
     "restart-stalled-fanouts": {
         "task": "campaigns.tasks.restart_stalled_fanouts",
-        "schedule": 60.0,
+        "schedule": SWEEP_INTERVAL_SECONDS,
     },
     # Statuses for message ids that never showed up: daily.
     "prune-pending-statuses": {
