@@ -290,7 +290,9 @@ def webhook_events_process(*, event_ids: list[int]) -> list[int]:
     """Process a batch of events; returns the ids of those that failed, to retry.
 
     One commit for the whole batch, each event in its own savepoint: a crash mid-batch rolls
-    it all back, and the redelivered task does it again.
+    it all back, and the redelivered task does it again. An event that failed in the batch is
+    tried once more on its own after the commit: a deadlock victim (two batches locking the
+    same contacts and messages in different orders) then holds no locks, and goes through.
     """
     failed = []
     channel_cache: ChannelCache = {}
@@ -299,7 +301,12 @@ def webhook_events_process(*, event_ids: list[int]) -> list[int]:
             event = webhook_event_process(event_id=event_id, channel_cache=channel_cache)
             if event is not None and event.state == State.FAILED:
                 failed.append(event_id)
-    return failed
+    still_failed = []
+    for event_id in failed:
+        event = webhook_event_process(event_id=event_id, channel_cache=channel_cache)
+        if event is not None and event.state == State.FAILED:
+            still_failed.append(event_id)
+    return still_failed
 
 
 def _send_in_batches(event_ids: list[int]) -> int:
