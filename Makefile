@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint install install-dev bench-ingest bench-send bench-scale
+.PHONY: run test lint install install-dev bench-ingest bench-send bench-scale chaos
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -51,3 +51,9 @@ bench-send: install-dev
 # One, two and four worker processes draining the same SQS queue (moto) and database.
 bench-scale: install-dev
 	$(BIN)/python tests/benchmarks/bench_scale.py
+
+# Webhooks and a campaign through two worker kills and an SQS outage, with real gunicorn,
+# workers, beat, PostgreSQL (CHAOS_DATABASE_URL, default the local server's whatsapp_chaos)
+# and SQS (moto). Prints its figures; exits 1 if anything was lost, doubled or left undone.
+chaos: install-dev
+	$(BIN)/python tests/chaos/chaos.py
