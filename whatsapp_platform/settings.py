@@ -209,6 +209,8 @@ elif CELERY_BROKER_URL.startswith("sqs"):
         "client-config": {"connect_timeout": 3, "read_timeout": 30, "retries": {"max_attempts": 2}},
         "polling_interval": env.float("SQS_POLLING_INTERVAL", default=1.0),
     }
+    # kombu's SQS transport, fixed to go on polling a queue after a failed receive.
+    CELERY_BROKER_TRANSPORT = "whatsapp_platform.lib.sqs_transport:Transport"
 else:
     CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": SQS_VISIBILITY_TIMEOUT}
 
