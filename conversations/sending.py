@@ -87,7 +87,6 @@ MAX_SLOT_WAIT = 2.0
 # A provider call that starts later than this after its slot would bunch up with the next
 # ones: it takes a new slot instead.
 LATE_AFTER = 0.015
-DISPATCH_LEAD = 0.005
 # `send_started_at` is recorded just before each call, together with the calls whose slots come
 # this soon after (one UPDATE for several at high rates): a worker that dies leaves unknown only
 # the calls it had started, or was about to start within this much time.
@@ -491,9 +490,11 @@ class _ChannelSend:
                 for index in range(reservation.granted):
                     message = pending.popleft()
                     at = first + index * reservation.interval
-                    # Handed to a pool thread a little ahead of its slot; the thread waits for
-                    # the slot itself, so one slow wake-up here does not delay the ones after.
-                    pause = at - time.monotonic() - (DISPATCH_LEAD if executor else 0.0)
+                    # Marked and handed to a pool thread at its slot, not ahead of it: the less
+                    # time between the mark and the call, the fewer sends a worker that dies
+                    # leaves `unknown` without having made them. A late wake-up here delays the
+                    # call within LATE_AFTER; later than that, the call takes a new slot.
+                    pause = at - time.monotonic()
                     if pause > 0:
                         time.sleep(pause)
                     if index >= marked:

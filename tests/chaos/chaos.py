@@ -504,23 +504,30 @@ def main() -> int:
         deadline = drain_start + args.drain_timeout
         campaign_messages = Message.objects.filter(campaign_audience__campaign=campaign)
         unsettled = (Message.Status.QUEUED, Message.Status.SENDING, Message.Status.UNKNOWN)
-        last_report = 0.0
+        last_report = settled_since = 0.0
         while True:
             left = WebhookEvent.objects.exclude(
                 state__in=(WebhookEvent.State.PROCESSED, WebhookEvent.State.IGNORED)
             ).count()
             status = Campaign.objects.values_list("status", flat=True).get(id=campaign.id)
             busy = campaign_messages.filter(status__in=unsettled).count()
+            unknown = campaign_messages.filter(status=Message.Status.UNKNOWN).count()
             pending_rows = CampaignAudience.objects.filter(
                 campaign=campaign, state=CampaignAudience.State.PENDING
             ).count()
-            if (
-                left == 0
-                and fake.callbacks_pending == 0
-                and status == Campaign.Status.COMPLETED
-                and busy == 0
-            ):
+            settled = (
+                left == 0 and fake.callbacks_pending == 0 and status == Campaign.Status.COMPLETED
+            )
+            if settled and busy == 0:
                 break
+            if settled and busy == unknown:
+                # Only `unknown` sends are left: the status webhooks of those that reached the
+                # fake have all been delivered, so the others never reached it.
+                settled_since = settled_since or time.monotonic()
+                if time.monotonic() - settled_since > 10:
+                    break
+            else:
+                settled_since = 0.0
             if time.monotonic() > deadline:
                 say("drain timed out")
                 break
