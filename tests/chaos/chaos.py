@@ -352,6 +352,23 @@ def main() -> int:
                 raise SystemExit(f"worker-{n} did not start; see {log}")
             time.sleep(0.05)
 
+    # As systemd's Restart=always does (deploy/systemd): a worker that exits on its own, as
+    # Celery does on an "unrecoverable" broker error (the queues missing while SQS comes back
+    # empty), is started again. The script's own kills are not its business.
+    supervised = {"worker-0", "worker-1"}
+    supervisor_lock = threading.Lock()
+    restarts: Counter[str] = Counter()
+
+    def supervise() -> None:
+        while True:
+            time.sleep(1)
+            with supervisor_lock:
+                for name in sorted(supervised):
+                    if processes[name].poll() is not None:
+                        say(f"{name} exited on its own; started again")
+                        restarts[name] += 1
+                        start_worker(int(name.rsplit("-", 1)[1]))
+
     def say(text: str) -> None:
         print(f"[{time.monotonic() - t0:6.1f}s] {text}", flush=True)
 
@@ -461,6 +478,7 @@ def main() -> int:
         ])  # fmt: skip
         start_worker(0)
         start_worker(1)
+        threading.Thread(target=supervise, daemon=True).start()
         wait_port(web_port)
         say(
             f"seed {seed}: {len(bodies):,} deliveries ({len(unique):,} unique: {statuses:,} "
@@ -485,10 +503,11 @@ def main() -> int:
         for kill_at, outage_at in ((8, None), (16, None), (None, 24)):
             if kill_at is not None:
                 wait_until(kill_at)
-                say(f"SIGKILL worker-0 ({progress()})")
-                stop(processes["worker-0"], signal.SIGKILL)
-                start_worker(0)
-                say("worker-0 restarted")
+                with supervisor_lock:
+                    say(f"SIGKILL worker-0 ({progress()})")
+                    stop(processes["worker-0"], signal.SIGKILL)
+                    start_worker(0)
+                    say("worker-0 restarted")
             if outage_at is not None:
                 wait_until(outage_at)
                 say(f"SQS down for 10 s: moto killed, its queues lost ({progress()})")
@@ -598,6 +617,7 @@ def main() -> int:
         print(f"campaign {campaign.status}; its messages by status: "
               f"{json.dumps(dict(campaign_statuses))}")  # fmt: skip
         print(f"recipients messaged more than once: {double_sent}; never messaged: {missed}")
+        print(f"workers that exited on their own and were started again: {dict(restarts)}")
         print(f"time to drain after the last delivery: {drain_s:.1f} s; "
               f"whole run {time.monotonic() - t0:.0f} s")  # fmt: skip
         print(
@@ -607,6 +627,7 @@ def main() -> int:
         )
         return 1 if (lost or doubled_count or unprocessed or double_sent or missed) else 0
     finally:
+        supervised.clear()
         for process in reversed(list(processes.values())):
             stop(process)
         from django.db import connections

@@ -36,11 +36,12 @@ def test_a_worker_consumes_again_after_sqs_was_unreachable(
     proxy = TcpProxy(_free_port(), int(os.environ["TEST_AWS_PORT"]))
     proxy.start()
     log = tmp_path / "worker.log"
+    command = [
+        str(BIN / "celery"), "-A", "whatsapp_platform", "worker", "-Q", PROBE_QUEUE,
+        "--pool", "solo", "--loglevel", "info",
+    ]  # fmt: skip
     worker = subprocess.Popen(
-        [
-            str(BIN / "celery"), "-A", "whatsapp_platform", "worker", "-Q", PROBE_QUEUE,
-            "--pool", "solo", "--loglevel", "info",
-        ],  # fmt: skip
+        command,
         cwd=ROOT,
         env={
             **os.environ,

@@ -21,7 +21,7 @@ class Channel(SQS.Channel):  # type: ignore[misc]
         if not isinstance(messages, dict):
             logger.warning("A receive from SQS queue %s failed; polling it again", qname)
             return 0
-        return int(super()._on_messages_ready(queue, qname, messages))
+        return int(super()._on_messages_ready(queue, qname, messages))  # type: ignore[misc]
 
 
 class Transport(SQS.Transport):  # type: ignore[misc]
