@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint install install-dev bench-ingest bench-send bench-scale bench-archive
+.PHONY: run test lint install install-dev bench-ingest bench-send bench-scale bench-archive chaos
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -55,3 +55,9 @@ bench-scale: install-dev
 # 1,000,000 messages archived to the local folder, against COPY | gzip on the same rows.
 bench-archive: install-dev
 	$(BIN)/python tests/benchmarks/bench_archive.py
+
+# Webhooks and a campaign through two worker kills and an SQS outage, with real gunicorn,
+# workers, beat, PostgreSQL (CHAOS_DATABASE_URL, default the local server's whatsapp_chaos)
+# and SQS (moto). Prints its figures; exits 1 if anything was lost, doubled or left undone.
+chaos: install-dev
+	$(BIN)/python tests/chaos/chaos.py

@@ -14,7 +14,8 @@
 4. takes the per-contact marketing frequency cap with a conditional UPDATE of
    Contact.last_marketing_at (failed `frequency_cap` when taken);
 5. reserves pacing slots for the chunk in one round trip and makes the provider calls at their
-   slot times, concurrently, from a thread pool (the threads only do HTTP);
+   slot times, concurrently, from a thread pool (the threads only do HTTP), recording
+   `send_started_at` on each message just before its call;
 6. records every provider id before returning, so before the task acknowledges.
 
 Provider errors: retryable ones back off exponentially with jitter, up to
@@ -86,7 +87,10 @@ MAX_SLOT_WAIT = 2.0
 # A provider call that starts later than this after its slot would bunch up with the next
 # ones: it takes a new slot instead.
 LATE_AFTER = 0.015
-DISPATCH_LEAD = 0.02
+# `send_started_at` is recorded just before each call, together with the calls whose slots come
+# this soon after (one UPDATE for several at high rates): a worker that dies leaves unknown only
+# the calls it had started, or was about to start within this much time.
+MARK_AHEAD = 0.005
 
 
 def message_queue(
@@ -482,17 +486,19 @@ class _ChannelSend:
                     continue
                 first = time.monotonic() + reservation.delay
                 batch = list(pending)[: reservation.granted]
-                Message.objects.filter(id__in=[m.id for m in batch]).update(
-                    send_started_at=timezone.now()
-                )
+                marked = 0
                 for index in range(reservation.granted):
                     message = pending.popleft()
                     at = first + index * reservation.interval
-                    # Handed to a pool thread a little ahead of its slot; the thread waits for
-                    # the slot itself, so one slow wake-up here does not delay the ones after.
-                    pause = at - time.monotonic() - (DISPATCH_LEAD if executor else 0.0)
+                    # Marked and handed to a pool thread at its slot, not ahead of it: the less
+                    # time between the mark and the call, the fewer sends a worker that dies
+                    # leaves `unknown` without having made them. A late wake-up here delays the
+                    # call within LATE_AFTER; later than that, the call takes a new slot.
+                    pause = at - time.monotonic()
                     if pause > 0:
                         time.sleep(pause)
+                    if index >= marked:
+                        marked = self._mark_handed(batch, index, first, reservation.interval)
                     if executor is None:
                         late = self._record([_call(backend, channel, message, at)])
                         pending.extend(late)
@@ -501,6 +507,23 @@ class _ChannelSend:
         finally:
             if executor is not None:
                 executor.shutdown(wait=True)
+
+    @staticmethod
+    def _mark_handed(batch: list[Message], index: int, first: float, interval: float) -> int:
+        """Record `send_started_at` on the message at `index` and on those whose slots come
+        within MARK_AHEAD, just before they are handed to the provider; returns the index of
+        the first one left unmarked.
+
+        A worker that dies leaves only these `unknown` (the provider may have them): the
+        messages after them are still unmarked, so the sweeper sends them again.
+        """
+        end = index + 1
+        while end < len(batch) and first + end * interval <= first + index * interval + MARK_AHEAD:
+            end += 1
+        Message.objects.filter(id__in=[m.id for m in batch[index:end]]).update(
+            send_started_at=timezone.now()
+        )
+        return end
 
     # --- Outcomes -----------------------------------------------------------------------
 
@@ -517,6 +540,11 @@ class _ChannelSend:
                 self._provider_error(message, outcome)
             else:
                 self._unknown(message, outcome)
+        if late:
+            # Not handed to the provider after all: safe to send again until re-marked.
+            Message.objects.filter(id__in=[m.id for m in late], status=Status.SENDING).update(
+                send_started_at=None
+            )
         if sent:
             messages_sent_record(sent=sent)
             send_metrics.sends_count("sent", len(sent))

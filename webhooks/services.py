@@ -10,7 +10,7 @@ from functools import partial
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, OperationalError, transaction
 from django.db.models import Q
 from django.http import QueryDict
 from django.utils import timezone
@@ -120,6 +120,8 @@ class _Outcome:
     ignored: int = 0
     unroutable: int = 0
     errors: list[str] = field(default_factory=list)
+    # An item failed for the database's sake (a deadlock), not its own: worth trying again.
+    transient: bool = False
 
 
 def _apply(channel: Channel, item: Any) -> bool:
@@ -156,6 +158,7 @@ def _apply_one(index: int, channel: Channel, item: Any, outcome: _Outcome) -> No
         # The type only: exception texts can hold phone numbers, which never go to logs.
         logger.error("Webhook item %s failed: %s", index, type(exc).__name__)
         outcome.errors.append(f"item {index}: {type(exc).__name__}: {exc}"[:500])
+        outcome.transient = outcome.transient or isinstance(exc, OperationalError)
         return
     if applied:
         outcome.applied += 1
@@ -258,11 +261,15 @@ def _twilio_items(event: WebhookEvent) -> list[tuple[Channel | None, Any]]:
 
 
 def webhook_event_process(
-    *, event_id: int, channel_cache: ChannelCache | None = None
+    *,
+    event_id: int,
+    channel_cache: ChannelCache | None = None,
+    transient: list[int] | None = None,
 ) -> WebhookEvent | None:
     """Apply every item of an event, in one transaction with its state: exactly once in effect.
 
-    Items that fail leave the event `failed` with their errors; the others are applied.
+    Items that fail leave the event `failed` with their errors; the others are applied. The
+    id of an event that failed for the database's sake (a deadlock) is added to `transient`.
     """
     with transaction.atomic():
         event = (
@@ -296,6 +303,8 @@ def webhook_event_process(
             event.state = State.IGNORED
         event.processed_at = timezone.now()
         event.save(update_fields=["attempts", "last_error", "state", "processed_at", "updated_at"])
+        if outcome.transient and transient is not None:
+            transient.append(event.id)
     metrics.webhook_processed(event.provider, event.received_at, event.processed_at)
     return event
 
@@ -304,15 +313,24 @@ def webhook_events_process(*, event_ids: list[int]) -> list[int]:
     """Process a batch of events; returns the ids of those that failed, to retry.
 
     One commit for the whole batch, each event in its own savepoint: a crash mid-batch rolls
-    it all back, and the redelivered task does it again.
+    it all back, and the redelivered task does it again. An event that lost a deadlock in the
+    batch (two batches locking the same contacts and messages in different orders) is tried
+    once more on its own after the commit, when it holds no locks.
     """
     failed = []
+    transient: list[int] = []
     channel_cache: ChannelCache = {}
     with transaction.atomic():
         for event_id in event_ids:
-            event = webhook_event_process(event_id=event_id, channel_cache=channel_cache)
+            event = webhook_event_process(
+                event_id=event_id, channel_cache=channel_cache, transient=transient
+            )
             if event is not None and event.state == State.FAILED:
                 failed.append(event_id)
+    for event_id in transient:
+        event = webhook_event_process(event_id=event_id, channel_cache=channel_cache)
+        if event is None or event.state != State.FAILED:
+            failed.remove(event_id)
     return failed
 
 

@@ -209,6 +209,8 @@ elif CELERY_BROKER_URL.startswith("sqs"):
         "client-config": {"connect_timeout": 3, "read_timeout": 30, "retries": {"max_attempts": 2}},
         "polling_interval": env.float("SQS_POLLING_INTERVAL", default=1.0),
     }
+    # kombu's SQS transport, fixed to go on polling a queue after a failed receive.
+    CELERY_BROKER_TRANSPORT = "whatsapp_platform.lib.sqs_transport:Transport"
 else:
     CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": SQS_VISIBILITY_TIMEOUT}
 
@@ -255,6 +257,8 @@ CELERY_WORKER_SEND_TASK_EVENTS = False
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TIMEZONE = "UTC"
+# How often beat runs the sweeps that recover work the broker lost (every minute by default).
+SWEEP_INTERVAL_SECONDS = env.float("SWEEP_INTERVAL_SECONDS", default=60.0)
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     # Beat and the analytics workers are alive: every minute.
     "heartbeat": {
@@ -265,11 +269,11 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     # Webhook events and media downloads whose task never reached the broker: every minute.
     "requeue-stale-webhook-events": {
         "task": "webhooks.tasks.requeue_stale_events",
-        "schedule": 60.0,
+        "schedule": SWEEP_INTERVAL_SECONDS,
     },
     "requeue-pending-media": {
         "task": "conversations.tasks.requeue_pending_media",
-        "schedule": 60.0,
+        "schedule": SWEEP_INTERVAL_SECONDS,
     },
     # Scheduled campaigns whose time has come: every minute.
     "launch-due-campaigns": {
@@ -280,12 +284,12 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     # minute.
     "sweep-sends": {
         "task": "conversations.tasks.sweep_sends",
-        "schedule": 60.0,
+        "schedule": SWEEP_INTERVAL_SECONDS,
     },
     # Running campaigns whose fan-out stopped moving (a worker died): every minute.
     "restart-stalled-fanouts": {
         "task": "campaigns.tasks.restart_stalled_fanouts",
-        "schedule": 60.0,
+        "schedule": SWEEP_INTERVAL_SECONDS,
     },
     # AI replies whose task was lost or whose worker died: every minute.
     "sweep-replies": {
