@@ -75,7 +75,7 @@ class CampaignOutputSerializer(serializers.Serializer):  # type: ignore[type-arg
 
 class ErrorSerializer(serializers.Serializer):  # type: ignore[type-arg]
     detail = serializers.CharField()
-    errors = serializers.DictField(
+    errors = serializers.DictField(  # type: ignore[assignment]
         child=serializers.JSONField(),
         required=False,
         help_text="With a request that is not valid: the messages of each field at fault.",

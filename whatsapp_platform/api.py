@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from drf_spectacular.utils import extend_schema
 from typing import Any
 
+from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
@@ -48,5 +48,7 @@ class ApiNotFound(APIView):
     authentication_classes = ()
     permission_classes = (AllowAny,)
 
-    def http_method_not_allowed(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+    def http_method_not_allowed(  # type: ignore[override]
+        self, request: Request, *args: Any, **kwargs: Any
+    ) -> Response:
         return Response({"code": "not_found", "detail": "No such endpoint.", "errors": {}}, 404)

@@ -88,7 +88,9 @@ class Tenant:
 
     def existing(self, name: str, value: Any) -> Any:
         """Half of the generated ids name the tenant's own rows, so found paths are fuzzed too."""
-        rows = {"campaign_id": self.campaigns, "message_id": self.messages}.get(name)
+        rows: list[Any] | None = {"campaign_id": self.campaigns, "message_id": self.messages}.get(
+            name
+        )
         if rows is None or not isinstance(value, int) or value % 2:
             return value
         return rows[value % len(rows)].id
@@ -118,3 +120,82 @@ def test_every_answer_matches_the_schema(case: Any, tenant: Tenant) -> None:
     for name, value in list((case.path_parameters or {}).items()):
         case.path_parameters[name] = tenant.existing(name, value)
     case.call_and_validate(checks=SCHEMA_CHECKS, **tenant.request_options(case.path))
+
+
+# --- Defects the fuzzing found, one example each ---------------------------------------------
+
+
+@pytest.fixture
+def api(db: None) -> tuple[Client, dict[str, str], Tenant]:
+    tenant = Tenant()
+    return Client(), {"Authorization": f"Bearer {tenant.raw_key}"}, tenant
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("get", "/api/campaigns/null,null/"),
+        ("get", "/api/messages/-1/"),
+        ("post", "/api/campaigns/abc/launch/"),
+        ("post", "/api/messaging/send"),  # no trailing slash
+        ("delete", "/api/nothing-here/"),
+    ],
+)
+def test_an_unknown_api_path_gets_a_json_404(api, method, path) -> None:
+    client, key, _ = api
+
+    response = getattr(client, method)(path, {}, content_type="application/json", headers=key)
+
+    assert response.status_code == 404
+    assert response.json() == {"code": "not_found", "detail": "No such endpoint.", "errors": {}}
+
+
+def test_a_cursor_we_did_not_hand_out_gets_a_400(api) -> None:
+    client, key, _ = api
+
+    response = client.get("/api/messages/", {"cursor": "¿not-a-cursor"}, headers=key)
+
+    assert response.status_code == 400
+    assert response.json()["code"] == "invalid"
+    assert "cursor" in response.json()["errors"]
+
+
+def test_a_body_that_is_not_json_gets_the_messaging_error_shape(api) -> None:
+    client, key, _ = api
+
+    broken = client.post(
+        "/api/messaging/send/", b"\x9e{", content_type="application/json", headers=key
+    )
+    as_text = client.post(
+        "/api/messaging/send/bulk/", b"hello", content_type="text/plain", headers=key
+    )
+
+    assert broken.status_code == 400
+    assert broken.json()["code"] == "malformed"
+    assert broken.json()["errors"]["non_field_errors"]
+    assert as_text.status_code == 415
+    assert as_text.json()["code"] == "unsupported_media_type"
+
+
+def test_campaign_validation_errors_have_a_detail_and_the_fields(api) -> None:
+    client, key, _ = api
+
+    response = client.post("/api/campaigns/", {}, content_type="application/json", headers=key)
+
+    assert response.status_code == 400
+    assert response.json()["detail"] == "The request is not valid: see errors."
+    assert set(response.json()["errors"]) == {"name", "template_id"}
+
+
+def test_the_schema_documents_every_refusal_it_gives(api) -> None:
+    client, _, _ = api
+
+    paths = client.get("/api/schema/", {"format": "json"}).json()["paths"]
+
+    assert {"401"} <= set(paths["/api/v1/organization"]["get"]["responses"])
+    assert {"401"} <= set(paths["/api/messaging/queue/status"]["get"]["responses"])
+    assert {"400", "401", "404"} <= set(paths["/api/messaging/analytics"]["post"]["responses"])
+    assert {"400", "401", "403", "503"} <= set(
+        paths["/monitoring/dead-letters/purge/"]["post"]["responses"]
+    )
+    assert "415" in paths["/api/messaging/send/"]["post"]["responses"]

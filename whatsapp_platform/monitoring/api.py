@@ -41,7 +41,7 @@ def _error(code: str, detail: str, http_status: int, errors: Any = None) -> Resp
 class MonitoringErrorOutput(serializers.Serializer):  # type: ignore[type-arg]
     code = serializers.CharField(required=False)
     detail = serializers.CharField()
-    errors = serializers.JSONField(required=False)
+    errors = serializers.JSONField(required=False)  # type: ignore[assignment]
 
 
 _UNAUTHORIZED = {401: MonitoringErrorOutput}
