@@ -270,14 +270,7 @@ def iter_meta_items(payload: Mapping[str, Any]) -> Iterator[Routed]:
             if field_name == "messages":
                 contacts = _dicts(value.get("contacts"))
                 for message in _dicts(value.get("messages")):
-                    inbound = _bounded_inbound(_meta_message(message, contacts))
-                    # A message from nobody names no contact to record it for.
-                    yield Routed(
-                        route,
-                        inbound
-                        if inbound.wa_id or inbound.user_id
-                        else UnknownItem("messages", {"reason": "no sender"}),
-                    )
+                    yield Routed(route, _bounded_inbound(_meta_message(message, contacts)))
                 for status in _dicts(value.get("statuses")):
                     update = _bounded_status(_meta_status(status))
                     # e.g. `played` for voice notes: nothing the platform tracks.
