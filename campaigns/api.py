@@ -75,6 +75,11 @@ class CampaignOutputSerializer(serializers.Serializer):  # type: ignore[type-arg
 
 class ErrorSerializer(serializers.Serializer):  # type: ignore[type-arg]
     detail = serializers.CharField()
+    errors = serializers.DictField(  # type: ignore[assignment]
+        child=serializers.JSONField(),
+        required=False,
+        help_text="With a request that is not valid: the messages of each field at fault.",
+    )
 
 
 ERRORS: dict[int | str, Any] = {
@@ -89,6 +94,15 @@ class CampaignApi(APIView):
     """The base of every campaign endpoint: errors as 4xx with a message, lookups by tenant."""
 
     def handle_exception(self, exc: Exception) -> Response:
+        if isinstance(exc, exceptions.ValidationError):
+            # Like every other refusal: a `detail` to show, and the fields at fault.
+            errors = (
+                exc.detail if isinstance(exc.detail, dict) else {"non_field_errors": exc.detail}
+            )
+            return Response(
+                {"detail": "The request is not valid: see errors.", "errors": errors},
+                status=status.HTTP_400_BAD_REQUEST,
+            )
         if isinstance(exc, DjangoValidationError):
             exc = Refused("; ".join(exc.messages))
         elif isinstance(exc, AudienceFileError):

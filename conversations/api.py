@@ -16,6 +16,7 @@ from drf_spectacular.utils import (
     extend_schema_field,
 )
 from rest_framework import generics, serializers, status
+from rest_framework.exceptions import NotFound, ParseError, UnsupportedMediaType
 from rest_framework.pagination import CursorPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -270,9 +271,10 @@ class SendInput(serializers.Serializer):  # type: ignore[type-arg]
 class ErrorOutput(serializers.Serializer):  # type: ignore[type-arg]
     code = serializers.CharField(help_text="A stable code, e.g. outside_service_window.")
     detail = serializers.CharField()
+    # Nested fields (a template's parameters, a bulk item) nest their messages the same way.
     errors = serializers.DictField(  # type: ignore[assignment]
-        child=serializers.ListField(child=serializers.CharField()),
-        help_text="The messages of each field at fault.",
+        child=serializers.JSONField(),
+        help_text="The messages of each field at fault: a list, or an object for nested fields.",
     )
 
 
@@ -362,12 +364,27 @@ class AuthErrorOutput(serializers.Serializer):  # type: ignore[type-arg]
 
 # --- Views --------------------------------------------------------------------------------
 
+
+class MessagingApi(APIView):
+    """Bodies that cannot be read are refused in the same shape as every other refusal."""
+
+    def handle_exception(self, exc: Exception) -> Response:
+        if isinstance(exc, ParseError):
+            return _error(
+                "malformed", str(exc.detail), 400, {"non_field_errors": [str(exc.detail)]}
+            )
+        if isinstance(exc, UnsupportedMediaType):
+            return _error("unsupported_media_type", str(exc.detail), 415)
+        return super().handle_exception(exc)
+
+
 _UNAUTHORIZED = {
     401: OpenApiResponse(AuthErrorOutput, description="No API key, or a revoked one."),
 }
 _REFUSALS = {
     **_UNAUTHORIZED,
     400: OpenApiResponse(ErrorOutput, description="Not a valid request, or an invalid number."),
+    415: OpenApiResponse(ErrorOutput, description="A body that is not JSON."),
     404: OpenApiResponse(ErrorOutput, description="No such channel or quoted message."),
     409: OpenApiResponse(
         ErrorOutput,
@@ -382,7 +399,7 @@ _REFUSALS = {
 }
 
 
-class MessageSendApi(APIView):
+class MessageSendApi(MessagingApi):
     @extend_schema(
         operation_id="messaging_send",
         request=SendInput,
@@ -457,7 +474,7 @@ class BulkOutput(serializers.Serializer):  # type: ignore[type-arg]
     results = BulkItemOutput(many=True)
 
 
-class MessageSendBulkApi(APIView):
+class MessageSendBulkApi(MessagingApi):
     @extend_schema(
         operation_id="messaging_send_bulk",
         request=BulkInputSchema,
@@ -468,6 +485,7 @@ class MessageSendBulkApi(APIView):
             400: OpenApiResponse(
                 ErrorOutput, description="No list of messages, or more than 1,000."
             ),
+            415: OpenApiResponse(ErrorOutput, description="A body that is not JSON."),
             **_UNAUTHORIZED,
         },
     )
@@ -540,7 +558,7 @@ class MessageSendBulkApi(APIView):
         )
 
 
-class MessageDetailApi(APIView):
+class MessageDetailApi(MessagingApi):
     @extend_schema(
         operation_id="message_detail",
         responses={
@@ -579,7 +597,7 @@ class MessageCursorPagination(CursorPagination):
     max_page_size = 500
 
 
-class MessageListApi(generics.ListAPIView):  # type: ignore[type-arg]
+class MessageListApi(MessagingApi, generics.ListAPIView):  # type: ignore[type-arg]
     serializer_class = MessageOutput
     pagination_class = MessageCursorPagination
 
@@ -603,7 +621,7 @@ class MessageListApi(generics.ListAPIView):  # type: ignore[type-arg]
         parameters=[MessageFilterInput],
         responses={
             200: MessageOutput(many=True),
-            400: OpenApiResponse(ErrorOutput, description="A filter is not valid."),
+            400: OpenApiResponse(ErrorOutput, description="A filter or the cursor is not valid."),
             **_UNAUTHORIZED,
         },
     )
@@ -611,4 +629,8 @@ class MessageListApi(generics.ListAPIView):  # type: ignore[type-arg]
         filters = MessageFilterInput(data=request.query_params)
         if not filters.is_valid():
             return _invalid(filters.errors)
-        return super().get(request, *args, **kwargs)
+        try:
+            return super().get(request, *args, **kwargs)
+        except NotFound:
+            # The paginator's only refusal: a cursor we did not hand out is bad input.
+            return _invalid({"cursor": ["Not a cursor of this list."]})

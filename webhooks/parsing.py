@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -65,9 +65,49 @@ def _timestamp(value: Any) -> datetime | None:
         return None
 
 
+# Column sizes of what an item names (conversations' models): longer values are cut to fit,
+# and a WhatsApp id that does not fit is no WhatsApp id (E.164 has at most 15 digits).
+WA_ID_MAX = 20
+_LIMITS = {
+    "provider_message_id": 200,
+    "user_id": 160,
+    "profile_name": 200,
+    "username": 100,
+    "error_code": 20,
+    "reply_to_provider_id": 200,
+}
+_MEDIA_LIMITS = {"media_id": 200, "url": 2000, "mime_type": 100, "filename": 255}
+
+
+def _fitted(item: Any, limits: Mapping[str, int]) -> Any:
+    changes = {
+        name: getattr(item, name)[:limit]
+        for name, limit in limits.items()
+        if hasattr(item, name) and len(getattr(item, name) or "") > limit
+    }
+    return replace(item, **changes) if changes else item
+
+
+def _bounded_inbound(inbound: InboundMessage) -> InboundMessage:
+    fitted: InboundMessage = _fitted(inbound, _LIMITS)
+    if fitted.wa_id and len(fitted.wa_id) > WA_ID_MAX:
+        fitted = replace(fitted, wa_id=None)
+    if fitted.media is not None:
+        fitted = replace(fitted, media=_fitted(fitted.media, _MEDIA_LIMITS))
+    return fitted
+
+
+def _bounded_status(update: StatusUpdate) -> StatusUpdate:
+    fitted: StatusUpdate = _fitted(update, _LIMITS)
+    return fitted
+
+
 # The delivery statuses a message records; providers report others (Meta's `played`), which
 # are stored with their event and otherwise ignored.
 TRACKED_STATUSES = frozenset({"queued", "sending", "sent", "delivered", "read", "failed"})
+# The template statuses a template records (campaigns' MessageTemplate.Status); Meta reports
+# others (FLAGGED, IN_APPEAL, PENDING_DELETION...), which are stored and otherwise ignored.
+TRACKED_TEMPLATE_STATUSES = frozenset({"approved", "pending", "rejected", "paused", "disabled"})
 
 
 # --- Meta -----------------------------------------------------------------------------------
@@ -75,14 +115,26 @@ TRACKED_STATUSES = frozenset({"queued", "sending", "sent", "delivered", "read", 
 META_MEDIA_TYPES = ("image", "audio", "video", "document", "sticker")
 
 
+def _without_nul(value: Any) -> Any:
+    """The value with every NUL character removed: PostgreSQL stores none, in text or JSON."""
+    if isinstance(value, str):
+        return value.replace("\x00", "")
+    if isinstance(value, list):
+        return [_without_nul(item) for item in value]
+    if isinstance(value, dict):
+        return {_without_nul(key): _without_nul(item) for key, item in value.items()}
+    return value
+
+
 def parse_meta_body(body: bytes) -> dict[str, Any]:
     try:
-        payload = json.loads(body)
+        # Meta sends UTF-8; json.loads would also take UTF-16 and -32, which are not stored.
+        payload = json.loads(body.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise PayloadError(f"The body is not valid JSON: {exc}") from exc
     if not isinstance(payload, dict) or not isinstance(payload.get("entry"), list):
         raise PayloadError("The body is not a WhatsApp webhook: it has no `entry` list.")
-    return payload
+    return _without_nul(payload)  # type: ignore[no-any-return]
 
 
 def _dict(value: Any) -> dict[str, Any]:
@@ -218,9 +270,9 @@ def iter_meta_items(payload: Mapping[str, Any]) -> Iterator[Routed]:
             if field_name == "messages":
                 contacts = _dicts(value.get("contacts"))
                 for message in _dicts(value.get("messages")):
-                    yield Routed(route, _meta_message(message, contacts))
+                    yield Routed(route, _bounded_inbound(_meta_message(message, contacts)))
                 for status in _dicts(value.get("statuses")):
-                    update = _meta_status(status)
+                    update = _bounded_status(_meta_status(status))
                     # e.g. `played` for voice notes: nothing the platform tracks.
                     yield Routed(
                         route,
@@ -231,13 +283,17 @@ def iter_meta_items(payload: Mapping[str, Any]) -> Iterator[Routed]:
                 for error in _dicts(value.get("errors")):
                     yield Routed(route, UnknownItem("errors", error))
             elif field_name == "message_template_status_update":
+                template_status = str(value.get("event", "")).lower()
+                if template_status not in TRACKED_TEMPLATE_STATUSES:
+                    yield Routed(waba_id, UnknownItem(field_name, {"event": template_status}))
+                    continue
                 yield Routed(
                     waba_id,
                     TemplateStatusUpdate(
                         waba_id=waba_id,
                         name=str(value.get("message_template_name", "")),
                         language=str(value.get("message_template_language", "")),
-                        status=str(value.get("event", "")).lower(),
+                        status=template_status,
                         reason=""
                         if value.get("reason") in (None, "NONE")
                         else str(value["reason"]),
@@ -287,14 +343,23 @@ def twilio_sender(params: Mapping[str, str], *, inbound: bool) -> str:
     return params.get("To", "") if inbound else params.get("From", "")
 
 
+def _twilio_fields(params: Mapping[str, str]) -> dict[str, str]:
+    """Each parameter's (last) value, without NUL characters."""
+    return {_without_nul(key): _without_nul(params.get(key, "")) for key in params}
+
+
 def parse_twilio_inbound(params: Mapping[str, str]) -> InboundMessage:
+    params = _twilio_fields(params)
     sid = params.get("MessageSid") or params.get("SmsMessageSid") or ""
     if not sid:
         raise PayloadError("The request has no MessageSid.")
     sender = _twilio_address(params.get("From", ""))
     wa_id = params.get("WaId") or (sender.lstrip("+") if sender.lstrip("+").isdigit() else "")
+    wa_id = wa_id if len(wa_id) <= WA_ID_MAX else ""
     external = _twilio_address(params.get("ExternalUserId", ""))
     user_id = external or (sender if sender and not sender.lstrip("+").isdigit() else "")
+    if not wa_id and not user_id:
+        raise PayloadError("The request has no sender (From, WaId or ExternalUserId).")
     try:
         num_media = int(params.get("NumMedia") or 0)
     except ValueError:
@@ -315,7 +380,7 @@ def parse_twilio_inbound(params: Mapping[str, str]) -> InboundMessage:
     text = params.get("Body", "")
     if kind == "button":
         text = params.get("ButtonText") or text
-    return InboundMessage(
+    inbound = InboundMessage(
         provider_message_id=sid,
         wa_id=wa_id or None,
         user_id=user_id or None,
@@ -323,13 +388,14 @@ def parse_twilio_inbound(params: Mapping[str, str]) -> InboundMessage:
         username="",
         type=kind,
         text=text,
-        content={key: params.get(key, "") for key in params},
+        content=params,
         timestamp=None,
         reply_to_provider_id=params.get("OriginalRepliedMessageSid") or None,
         media=media,
         error_code="",
         error_message="",
     )
+    return _bounded_inbound(inbound)
 
 
 def _media_type(mime_type: str) -> str:
@@ -340,11 +406,12 @@ def _media_type(mime_type: str) -> str:
 
 
 def parse_twilio_status(params: Mapping[str, str]) -> StatusUpdate:
+    params = _twilio_fields(params)
     sid = params.get("MessageSid") or params.get("SmsSid") or ""
     raw_status = (params.get("MessageStatus") or params.get("SmsStatus") or "").lower()
     if not sid or not raw_status:
         raise PayloadError("A status callback needs MessageSid and MessageStatus.")
-    return StatusUpdate(
+    update = StatusUpdate(
         provider_message_id=sid,
         status=TWILIO_STATUS.get(raw_status, raw_status),
         timestamp=None,
@@ -355,3 +422,4 @@ def parse_twilio_status(params: Mapping[str, str]) -> StatusUpdate:
         # From the status callback URL we send along, kept with the parameters.
         our_message_id=_our_message_id(params.get("message_id")),
     )
+    return _bounded_status(update)

@@ -21,7 +21,10 @@ def meta_signature_valid(body: bytes, header: str, app_secret: str) -> bool:
     """
     if not header or not app_secret:
         return False
-    return hmac.compare_digest(meta_signature(body, app_secret), header.strip().lower())
+    # As bytes: compare_digest refuses str with non-ASCII characters, which any sender can put
+    # in a header.
+    given = header.strip().lower().encode("utf-8", "replace")
+    return hmac.compare_digest(meta_signature(body, app_secret).encode(), given)
 
 
 def twilio_signature_valid(

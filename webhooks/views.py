@@ -128,11 +128,17 @@ def _twilio_channel(request: HttpRequest, *, inbound: bool) -> Channel | None:
     account_sid = params.get("AccountSid", "")
     if not account_sid:
         return None
-    channels = Channel.objects.filter(provider=Channel.Provider.TWILIO, account_sid=account_sid)
     sender = parsing.twilio_sender(params, inbound=inbound)
     service = params.get("MessagingServiceSid", "")
-    return channels.filter(sender=sender).first() or (
-        channels.filter(messaging_service_sid=service).first() if service else None
+    # PostgreSQL refuses NUL in a query, and no channel's ids hold one.
+    if "\x00" in account_sid:
+        return None
+    channels = Channel.objects.filter(provider=Channel.Provider.TWILIO, account_sid=account_sid)
+    by_sender = channels.filter(sender=sender).first() if "\x00" not in sender else None
+    return by_sender or (
+        channels.filter(messaging_service_sid=service).first()
+        if service and "\x00" not in service
+        else None
     )
 
 

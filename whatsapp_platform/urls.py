@@ -1,9 +1,9 @@
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from whatsapp_platform import views
-from whatsapp_platform.api import OrganizationDetailApi
+from whatsapp_platform.api import ApiNotFound, OrganizationDetailApi
 
 admin.site.site_header = "WhatsApp platform"
 admin.site.site_title = "WhatsApp platform"
@@ -19,4 +19,6 @@ urlpatterns = [
     path("api/v1/organization", OrganizationDetailApi.as_view(), name="api-organization"),
     path("api/campaigns/", include("campaigns.urls")),
     path("api/admin/archival/", include("archival.urls")),
+    # Last: whatever no API route matched (e.g. an id that is not a number).
+    re_path(r"^api/", ApiNotFound.as_view(), name="api-not-found"),
 ]

@@ -97,7 +97,7 @@ def test_bad_input_gets_a_400_with_a_message(client, key, template) -> None:
     )
 
     assert missing.status_code == 400
-    assert "template_id" in missing.json()
+    assert "template_id" in missing.json()["errors"]
     assert wrong.status_code == 400
     assert f"no template {foreign.id}" in wrong.json()["detail"]
     assert not Campaign.objects.exists()
@@ -236,7 +236,7 @@ def test_refused_steps_get_a_400_with_the_reason(client, key, template) -> None:
     assert past.status_code == 400
     assert "in the future" in past.json()["detail"]
     assert no_time.status_code == 400
-    assert "scheduled_for" in no_time.json()
+    assert "scheduled_for" in no_time.json()["errors"]
 
 
 def test_rejection_through_basic_auth_needs_the_permission_and_a_reason(

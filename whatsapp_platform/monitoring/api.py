@@ -38,12 +38,23 @@ def _error(code: str, detail: str, http_status: int, errors: Any = None) -> Resp
     return Response({"code": code, "detail": detail, "errors": errors or {}}, status=http_status)
 
 
+class MonitoringErrorOutput(serializers.Serializer):  # type: ignore[type-arg]
+    code = serializers.CharField(required=False)
+    detail = serializers.CharField()
+    errors = serializers.JSONField(required=False)  # type: ignore[assignment]
+
+
+_UNAUTHORIZED = {401: MonitoringErrorOutput}
+_STAFF_ONLY = {401: MonitoringErrorOutput, 403: MonitoringErrorOutput}
+_SQS_UNAVAILABLE = {503: MonitoringErrorOutput}
+
+
 class QueueStatusApi(APIView):
     """The organization's own work waiting in the platform's queues."""
 
     @extend_schema(
         summary="Queue status of the organization's messages and webhooks",
-        responses={200: OpenApiTypes.OBJECT},
+        responses={200: OpenApiTypes.OBJECT, **_UNAUTHORIZED},
     )
     def get(self, request: Request) -> Response:
         from conversations.models import Message
@@ -92,7 +103,13 @@ class AnalyticsEventApi(APIView):
     @extend_schema(
         summary='Record client events (one object, or {"events": [...]}) for the analytics',
         request=EventSerializer,
-        responses={202: OpenApiTypes.OBJECT},
+        responses={
+            202: OpenApiTypes.OBJECT,
+            400: MonitoringErrorOutput,
+            404: MonitoringErrorOutput,
+            503: MonitoringErrorOutput,
+            **_UNAUTHORIZED,
+        },
     )
     def post(self, request: Request) -> Response:
         from campaigns.models import Campaign
@@ -149,7 +166,7 @@ class AnalyticsEventApi(APIView):
 class CampaignFunnelApi(APIView):
     @extend_schema(
         summary="A campaign's funnel: sent, delivered, read, replied, client events",
-        responses={200: OpenApiTypes.OBJECT},
+        responses={200: OpenApiTypes.OBJECT, 404: MonitoringErrorOutput, **_UNAUTHORIZED},
     )
     def get(self, request: Request, campaign_id: int) -> Response:
         from campaigns.models import Campaign
@@ -173,7 +190,12 @@ class _StaffApi(APIView):
 class DeadLetterListApi(_StaffApi):
     @extend_schema(
         summary="Dead letters of every queue, or of `?queue=` (staff)",
-        responses={200: OpenApiTypes.OBJECT},
+        responses={
+            200: OpenApiTypes.OBJECT,
+            400: MonitoringErrorOutput,
+            **_STAFF_ONLY,
+            **_SQS_UNAVAILABLE,
+        },
     )
     def get(self, request: Request) -> Response:
         try:
@@ -217,7 +239,12 @@ class DeadLetterRedriveApi(_DeadLetterActionApi):
     @extend_schema(
         summary="Send chosen (`ids`) or all dead letters back to their queue (staff)",
         request=_DeadLetterActionApi.InputSerializer,
-        responses={200: OpenApiTypes.OBJECT},
+        responses={
+            200: OpenApiTypes.OBJECT,
+            400: MonitoringErrorOutput,
+            **_STAFF_ONLY,
+            **_SQS_UNAVAILABLE,
+        },
     )
     def post(self, request: Request) -> Response:
         return super().post(request)
@@ -230,7 +257,12 @@ class DeadLetterPurgeApi(_DeadLetterActionApi):
     @extend_schema(
         summary="Delete chosen (`ids`) or all dead letters (staff)",
         request=_DeadLetterActionApi.InputSerializer,
-        responses={200: OpenApiTypes.OBJECT},
+        responses={
+            200: OpenApiTypes.OBJECT,
+            400: MonitoringErrorOutput,
+            **_STAFF_ONLY,
+            **_SQS_UNAVAILABLE,
+        },
     )
     def post(self, request: Request) -> Response:
         return super().post(request)
