@@ -24,6 +24,8 @@ from conversations.models import Contact
 from whatsapp_platform.authentication import ApiClient, ApiKeyAuthentication
 
 TAGS = ["Archival (staff)"]
+# Every staff endpoint refuses anonymous callers (401) and non-staff users and API keys (403).
+REFUSED = {401: OpenApiTypes.OBJECT, 403: OpenApiTypes.OBJECT}
 JOBS = (ArchiveRun.JobType.MESSAGES, ArchiveRun.JobType.MEDIA)
 
 
@@ -83,7 +85,12 @@ class ArchiveTriggerApi(StaffApi):
         summary="Start archival runs now",
         parameters=[TriggerInput],
         request=None,
-        responses={202: OpenApiTypes.OBJECT, 400: OpenApiTypes.OBJECT, 409: OpenApiTypes.OBJECT},
+        responses={
+            202: OpenApiTypes.OBJECT,
+            400: OpenApiTypes.OBJECT,
+            409: OpenApiTypes.OBJECT,
+            **REFUSED,
+        },
     )
     def post(self, request: Request) -> Response:
         data = {
@@ -123,7 +130,7 @@ class ArchiveStatusApi(StaffApi):
     @extend_schema(
         tags=TAGS,
         summary="Running and last runs, next scheduled times, enabled flags",
-        responses=OpenApiTypes.OBJECT,
+        responses={200: OpenApiTypes.OBJECT, **REFUSED},
     )
     def get(self, request: Request) -> Response:
         jobs = {}
@@ -147,7 +154,12 @@ class ArchiveLogsApi(StaffApi):
     @extend_schema(
         tags=TAGS,
         summary="Recent runs of a job, with counts, durations and errors",
-        responses=OpenApiTypes.OBJECT,
+        responses={
+            200: OpenApiTypes.OBJECT,
+            400: OpenApiTypes.OBJECT,
+            404: OpenApiTypes.OBJECT,
+            **REFUSED,
+        },
     )
     def get(self, request: Request, job: str) -> Response:
         _job(job)
@@ -163,7 +175,7 @@ class ArchiveMetricsApi(StaffApi):
     @extend_schema(
         tags=TAGS,
         summary="Totals of rows, objects, bytes, failures and durations",
-        responses=OpenApiTypes.OBJECT,
+        responses={200: OpenApiTypes.OBJECT, **REFUSED},
     )
     def get(self, request: Request) -> Response:
         totals = {}
@@ -193,7 +205,7 @@ class ArchiveScheduleToggleApi(StaffApi):
         tags=TAGS,
         summary="Enable or disable a job's periodic run",
         request=None,
-        responses=OpenApiTypes.OBJECT,
+        responses={200: OpenApiTypes.OBJECT, 404: OpenApiTypes.OBJECT, **REFUSED},
     )
     def post(self, request: Request, job: str) -> Response:
         _job(job)
@@ -213,7 +225,13 @@ class ContactEraseApi(StaffApi):
         tags=TAGS,
         summary="Erase one contact everywhere (right to erasure)",
         request=EraseInput,
-        responses=OpenApiTypes.OBJECT,
+        responses={
+            200: OpenApiTypes.OBJECT,
+            400: OpenApiTypes.OBJECT,
+            404: OpenApiTypes.OBJECT,
+            409: OpenApiTypes.OBJECT,
+            **REFUSED,
+        },
     )
     def post(self, request: Request) -> Response:
         serializer = EraseInput(data=request.data)
