@@ -3,8 +3,8 @@
 A run reads its rows in keyset order, `(created_at, id)`, one bounded batch of one day at a time,
 so memory stays flat whatever the table size. Each batch becomes one gzip JSON Lines object at
 a deterministic key (kind, day, batch number). The batch is recorded `uploading` before the
-upload; the object is read back and checked (size, SHA-256); then one transaction records it
-`stored` and deletes its rows. A run that dies anywhere leaves either an `uploading` batch, whose
+upload; what is sent is counted and hashed, and the backend confirms it holds that object
+(`ArchiveStorage.confirm`); then one transaction records it `stored` and deletes its rows. A run that dies anywhere leaves either an `uploading` batch, whose
 object the next run removes before archiving those rows again under the same key, or a stored
 batch whose rows are gone: never a row lost, in two archives, or both archived and in the
 database.
@@ -63,7 +63,7 @@ class ArchiveJobBusy(Exception):
 
 
 class ArchiveVerificationError(Exception):
-    """The object read back from storage is not the one written."""
+    """The object in storage is not the one written."""
 
 
 # --- Locks and runs -----------------------------------------------------------------------------
