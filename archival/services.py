@@ -413,6 +413,7 @@ class RowShape:
             encoded = orjson.dumps(
                 {c: v for c, v in zip(columns, row, strict=True) if v is not None},
                 default=_encode_default,
+                option=orjson.OPT_NAIVE_UTC,  # the connection's time zone is UTC
             )
             lines.append(prefix + encoded + b"}")
         return lines
@@ -573,7 +574,9 @@ def _next_batch(state: RunState, source: Source, after: list[Any] | None) -> Fou
         id_at, date_at, contact_at = index("id"), index(f), index(contact)
         lines: list[bytes] | None = shape.lines(rows)
         ids = [row[id_at] for row in rows]
-        position = [rows[-1][date_at].isoformat(), rows[-1][id_at]]
+        last_at = rows[-1][date_at]
+        last_at = last_at if last_at.tzinfo else last_at.replace(tzinfo=UTC)
+        position = [last_at.isoformat(), rows[-1][id_at]]
         contacts = {row[contact_at] for row in rows}
     else:
         plain = list(qs.values_list("id", f, contact)[: state.batch_size])
@@ -769,12 +772,39 @@ def archive_messages_run(
         return done
 
 
+def _own_connection_session() -> None:
+    # The batch thread's own connection, set as the run's (see `_archive_session`).
+    with connection.cursor() as cursor:
+        cursor.execute("SET max_parallel_workers_per_gather = 0")
+        cursor.execute("SET synchronous_commit = off")
+
+
+def _own_connection_close() -> None:
+    connection.close()  # looked up in the batch thread: its own connection
+
+
+def _batch_tail(
+    state: RunState, fetched: FetchedBatch, key: str | None, lines: list[bytes], commit: bool
+) -> EncodedBatch:
+    """Compress, upload and confirm a batch; with `commit`, also record it stored and delete its
+    rows, on this thread's own connection, while the next batch is read on the run's."""
+    encoded = _compress_upload_verify(state.storage, key, lines, state.level)
+    if commit:
+        _batch_finish(state, fetched, encoded)
+    return encoded
+
+
 def _archive_sources(state: RunState) -> bool:
-    """Batch after batch; each batch's compression and upload run in a thread while the next
-    batch is read, and its rows are deleted once its object is verified."""
+    """Batch after batch; each batch's compression, upload and (where a second connection can
+    see the run's rows) delete and commit run in a thread while the next batch is read, and its
+    rows are deleted once its object is confirmed."""
     run = state.run
     positions: dict[str, Any] = run.report.setdefault("positions", {})
     in_flight: tuple[FetchedBatch, Future[EncodedBatch], Any] | None = None
+    # A second connection sees only committed rows: not those of an enclosing transaction.
+    threaded = (
+        connection.vendor == "postgresql" and not connection.in_atomic_block and not run.dry_run
+    )
 
     def settle() -> None:
         nonlocal in_flight
@@ -782,14 +812,20 @@ def _archive_sources(state: RunState) -> bool:
             return
         fetched, future, position = in_flight
         in_flight = None
-        _batch_finish(state, fetched, future.result())
+        encoded = future.result()
+        if not threaded:
+            _batch_finish(state, fetched, encoded)
         positions[fetched.source.kind] = position
         if state.progress:
             state.progress(len(fetched.ids))
         if state.heartbeat:
             state.heartbeat()
 
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="archive-upload") as uploads:
+    with ThreadPoolExecutor(
+        max_workers=1,
+        thread_name_prefix="archive-batch",
+        initializer=_own_connection_session if threaded else None,
+    ) as tails:
         try:
             for source in SOURCES:
                 if positions.get(source.kind) == "done":
@@ -807,15 +843,15 @@ def _archive_sources(state: RunState) -> bool:
                     after = found.position
                     fetched = _fetch(source, found)
                     key = _batch_begin(state, fetched)
-                    future = uploads.submit(
-                        _compress_upload_verify, state.storage, key, fetched.lines, state.level
-                    )
+                    future = tails.submit(_batch_tail, state, fetched, key, fetched.lines, threaded)
                     fetched.lines = []
                     settle()
                     in_flight = (fetched, future, after)
         finally:
             if in_flight is not None:
                 in_flight[1].cancel()
+            if threaded:
+                tails.submit(_own_connection_close)
     return True
 
 
