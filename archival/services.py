@@ -3,8 +3,8 @@
 A run reads its rows in keyset order, `(created_at, id)`, one bounded batch of one day at a time,
 so memory stays flat whatever the table size. Each batch becomes one gzip JSON Lines object at
 a deterministic key (kind, day, batch number). The batch is recorded `uploading` before the
-upload; the object is read back and checked (size, SHA-256); then one transaction records it
-`stored` and deletes its rows. A run that dies anywhere leaves either an `uploading` batch, whose
+upload; what is sent is counted and hashed, and the backend confirms it holds that object
+(`ArchiveStorage.confirm`); then one transaction records it `stored` and deletes its rows. A run that dies anywhere leaves either an `uploading` batch, whose
 object the next run removes before archiving those rows again under the same key, or a stored
 batch whose rows are gone: never a row lost, in two archives, or both archived and in the
 database.
@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import IO, Any, cast
 
+import orjson
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import IntegrityError, connection, models, transaction
@@ -62,7 +63,7 @@ class ArchiveJobBusy(Exception):
 
 
 class ArchiveVerificationError(Exception):
-    """The object read back from storage is not the one written."""
+    """The object in storage is not the one written."""
 
 
 # --- Locks and runs -----------------------------------------------------------------------------
@@ -351,15 +352,6 @@ class _HashingWriter:
         self.out.flush()
 
 
-class _RowEncoder(DjangoJSONEncoder):
-    """Datetimes to the microsecond, as PostgreSQL's row_to_json writes them."""
-
-    def default(self, o: Any) -> Any:
-        if isinstance(o, datetime):
-            return o.isoformat()
-        return super().default(o)
-
-
 def _among(column: str, ids: list[int]) -> tuple[str, list[Any]]:
     """`column` is one of `ids`: one array parameter on PostgreSQL, which parses and plans far
     faster than thousands of placeholders."""
@@ -368,31 +360,77 @@ def _among(column: str, ids: list[int]) -> tuple[str, list[Any]]:
     return f'"{column}" IN (' + ",".join(["%s"] * len(ids)) + ")", list(ids)
 
 
-def _json_lines(model: type[models.Model], column: str, ids: list[int], order: str) -> list[bytes]:
-    """The rows whose `column` is in `ids`, as tagged JSON lines, in `order`.
+def _encode_default(o: Any) -> Any:
+    # What orjson has no form for (Decimal, timedelta): as Django's JSON encoder writes it.
+    return DjangoJSONEncoder().default(o)
 
-    PostgreSQL encodes the rows itself (row_to_json), which costs a fraction of doing it here.
+
+@dataclass(frozen=True)
+class RowShape:
+    """How a table's rows are read as plain tuples and written as tagged JSON lines.
+
+    JSON columns are read as their text and passed through unparsed (orjson.Fragment): decoding
+    and encoding them again would cost more than the rest of the row.
     """
-    table = model._meta.db_table
+
+    table: str
+    columns: tuple[str, ...]
+    json_positions: tuple[int, ...]
+
+    @classmethod
+    def of(cls, model: type[models.Model]) -> RowShape:
+        fields = model._meta.concrete_fields
+        return cls(
+            table=model._meta.db_table,
+            columns=tuple(f.column for f in fields),
+            json_positions=tuple(
+                i for i, f in enumerate(fields) if isinstance(f, models.JSONField)
+            ),
+        )
+
+    def expressions(self, alias: str) -> list[str]:
+        cast = "::text" if connection.vendor == "postgresql" else ""
+        return [
+            f'{alias}."{column}"{cast if i in self.json_positions else ""}'
+            for i, column in enumerate(self.columns)
+        ]
+
+    def select(self, alias: str) -> str:
+        return ", ".join(self.expressions(alias))
+
+    def lines(self, rows: list[tuple[Any, ...]]) -> list[bytes]:
+        """`{"table": ..., "row": {column: value}}` per row; NULL columns are left out."""
+        prefix = b'{"table":' + orjson.dumps(self.table) + b',"row":'
+        columns, positions, fragment = self.columns, self.json_positions, orjson.Fragment
+        lines = []
+        for row in rows:
+            if positions:
+                values = list(row)
+                for i in positions:
+                    if values[i] is not None:
+                        values[i] = fragment(values[i])
+                row = tuple(values)
+            encoded = orjson.dumps(
+                {c: v for c, v in zip(columns, row, strict=True) if v is not None},
+                default=_encode_default,
+                option=orjson.OPT_NAIVE_UTC,  # the connection's time zone is UTC
+            )
+            lines.append(prefix + encoded + b"}")
+        return lines
+
+
+def _json_lines(model: type[models.Model], column: str, ids: list[int], order: str) -> list[bytes]:
+    """The rows whose `column` is in `ids`, as tagged JSON lines, in `order`."""
     if not ids:
         return []
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute(
-                f"SELECT json_build_object('table', %s, 'row', json_strip_nulls(row_to_json(t)))::text FROM \"{table}\" t "  # noqa: S608
-                f'WHERE t."{column}" = ANY(%s) ORDER BY {order}',
-                [table, ids],
-            )
-            return [row[0].encode() for row in cursor.fetchall()]
-    columns = [f.attname for f in model._meta.concrete_fields]  # type: ignore[union-attr]
-    order_fields = [part.strip().removeprefix("t.").strip('"') for part in order.split(",")]
-    rows = (
-        model._default_manager.filter(**{f"{column}__in": ids})
-        .order_by(*order_fields)
-        .values(*columns)
-    )
-    encoder = _RowEncoder(ensure_ascii=False, separators=(",", ":"))
-    return [encoder.encode({"table": table, "row": row}).encode() for row in rows]
+    shape = RowShape.of(model)
+    among, params = _among(column, ids)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f'SELECT {shape.select("t")} FROM "{shape.table}" t WHERE t.{among} ORDER BY {order}',  # noqa: S608
+            params,
+        )
+        return shape.lines(cursor.fetchall())
 
 
 def _relink_lines(source: Source, ids: list[int]) -> list[bytes]:
@@ -468,9 +506,9 @@ def _compress_upload_verify(
         encoded.spool.close()
         return encoded
     with encoded.spool:
-        storage.put_stream(key, encoded.spool, content_type="application/gzip")
-    stored = storage.stat(key)
-    if stored is None or stored.size != encoded.size or stored.sha256 != encoded.sha256:
+        sent = storage.put_stream(key, encoded.spool, content_type="application/gzip")
+    # What was sent is what was compressed, and the backend holds it (see `confirm`).
+    if sent.size != encoded.size or sent.sha256 != encoded.sha256 or not storage.confirm(sent):
         raise ArchiveVerificationError(f"The archive object {key} does not match what was written.")
     return encoded
 
@@ -498,7 +536,7 @@ class FoundBatch:
     ids: list[int]
     contact_ids: set[int]
     position: list[Any]
-    lines: list[bytes] | None  # encoded by PostgreSQL in the same read
+    lines: list[bytes] | None  # encoded from the same read (PostgreSQL)
 
 
 def _next_batch(state: RunState, source: Source, after: list[Any] | None) -> FoundBatch | None:
@@ -520,24 +558,35 @@ def _next_batch(state: RunState, source: Source, after: list[Any] | None) -> Fou
     qs = qs.filter(**{f"{f}__lt": day_end}).order_by(f, "id")
     # The contacts whose rows the batch holds, for erasure (events name none).
     contact = "contact_id" if source.model is not WebhookEvent else "id"
-    table = source.model._meta.db_table
     if connection.vendor == "postgresql":
-        line = RawSQL(  # noqa: S611 (a table name from the model, values bound)
-            f"json_build_object('table', %s, 'row', json_strip_nulls(row_to_json(\"{table}\")))::text",
-            [table],
-        )
-        rows = list(
-            qs.annotate(line=line).values_list("id", f, contact, "line")[: state.batch_size]
-        )
-        lines: list[bytes] | None = [row[3].encode() for row in rows]
+        # One read: the batch's rows as plain tuples, encoded here.
+        shape = RowShape.of(source.model)
+        columns = {
+            f"archive_{i}": RawSQL(expression, [], output_field=models.TextField())  # noqa: S611 (names from the model)
+            for i, expression in enumerate(shape.expressions(f'"{shape.table}"'))
+        }
+        query = qs.annotate(**columns).values_list(*columns)[: state.batch_size]
+        sql, params = query.query.sql_with_params()
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            rows = cursor.fetchall()
+        index = shape.columns.index
+        id_at, date_at, contact_at = index("id"), index(f), index(contact)
+        lines: list[bytes] | None = shape.lines(rows)
+        ids = [row[id_at] for row in rows]
+        last_at = rows[-1][date_at]
+        last_at = last_at if last_at.tzinfo else last_at.replace(tzinfo=UTC)
+        position = [last_at.isoformat(), rows[-1][id_at]]
+        contacts = {row[contact_at] for row in rows}
     else:
-        rows = list(qs.values_list("id", f, contact)[: state.batch_size])
+        plain = list(qs.values_list("id", f, contact)[: state.batch_size])
         lines = None
-    last = rows[-1]
-    contacts = {row[2] for row in rows} if source.model is not WebhookEvent else set()
-    return FoundBatch(
-        day, [row[0] for row in rows], contacts, [last[1].isoformat(), last[0]], lines
-    )
+        ids = [row[0] for row in plain]
+        position = [plain[-1][1].isoformat(), plain[-1][0]]
+        contacts = {row[2] for row in plain}
+    if source.model is WebhookEvent:
+        contacts = set()
+    return FoundBatch(day, ids, contacts, position, lines)
 
 
 def _keep_campaign_figures(source: Source, ids: list[int]) -> None:
@@ -723,12 +772,39 @@ def archive_messages_run(
         return done
 
 
+def _own_connection_session() -> None:
+    # The batch thread's own connection, set as the run's (see `_archive_session`).
+    with connection.cursor() as cursor:
+        cursor.execute("SET max_parallel_workers_per_gather = 0")
+        cursor.execute("SET synchronous_commit = off")
+
+
+def _own_connection_close() -> None:
+    connection.close()  # looked up in the batch thread: its own connection
+
+
+def _batch_tail(
+    state: RunState, fetched: FetchedBatch, key: str | None, lines: list[bytes], commit: bool
+) -> EncodedBatch:
+    """Compress, upload and confirm a batch; with `commit`, also record it stored and delete its
+    rows, on this thread's own connection, while the next batch is read on the run's."""
+    encoded = _compress_upload_verify(state.storage, key, lines, state.level)
+    if commit:
+        _batch_finish(state, fetched, encoded)
+    return encoded
+
+
 def _archive_sources(state: RunState) -> bool:
-    """Batch after batch; each batch's compression and upload run in a thread while the next
-    batch is read, and its rows are deleted once its object is verified."""
+    """Batch after batch; each batch's compression, upload and (where a second connection can
+    see the run's rows) delete and commit run in a thread while the next batch is read, and its
+    rows are deleted once its object is confirmed."""
     run = state.run
     positions: dict[str, Any] = run.report.setdefault("positions", {})
     in_flight: tuple[FetchedBatch, Future[EncodedBatch], Any] | None = None
+    # A second connection sees only committed rows: not those of an enclosing transaction.
+    threaded = (
+        connection.vendor == "postgresql" and not connection.in_atomic_block and not run.dry_run
+    )
 
     def settle() -> None:
         nonlocal in_flight
@@ -736,14 +812,20 @@ def _archive_sources(state: RunState) -> bool:
             return
         fetched, future, position = in_flight
         in_flight = None
-        _batch_finish(state, fetched, future.result())
+        encoded = future.result()
+        if not threaded:
+            _batch_finish(state, fetched, encoded)
         positions[fetched.source.kind] = position
         if state.progress:
             state.progress(len(fetched.ids))
         if state.heartbeat:
             state.heartbeat()
 
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="archive-upload") as uploads:
+    with ThreadPoolExecutor(
+        max_workers=1,
+        thread_name_prefix="archive-batch",
+        initializer=_own_connection_session if threaded else None,
+    ) as tails:
         try:
             for source in SOURCES:
                 if positions.get(source.kind) == "done":
@@ -761,15 +843,15 @@ def _archive_sources(state: RunState) -> bool:
                     after = found.position
                     fetched = _fetch(source, found)
                     key = _batch_begin(state, fetched)
-                    future = uploads.submit(
-                        _compress_upload_verify, state.storage, key, fetched.lines, state.level
-                    )
+                    future = tails.submit(_batch_tail, state, fetched, key, fetched.lines, threaded)
                     fetched.lines = []
                     settle()
                     in_flight = (fetched, future, after)
         finally:
             if in_flight is not None:
                 in_flight[1].cancel()
+            if threaded:
+                tails.submit(_own_connection_close)
     return True
 
 

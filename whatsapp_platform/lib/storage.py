@@ -6,6 +6,7 @@ Objects are streamed in and out, never held whole in memory.
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ class StoredObject:
     key: str
     size: int
     sha256: str
+    md5: str = ""  # of the bytes sent, which S3 compares with the ETag of a single-part upload
 
 
 class _HashingReader:
@@ -36,12 +38,17 @@ class _HashingReader:
         self.stream = stream
         self.size = 0
         self.digest = hashlib.sha256()
+        self.md5 = hashlib.md5(usedforsecurity=False)
 
     def read(self, size: int = -1) -> bytes:
         data = self.stream.read(size)
         self.size += len(data)
         self.digest.update(data)
+        self.md5.update(data)
         return data
+
+    def stored(self, key: str) -> StoredObject:
+        return StoredObject(key, self.size, self.digest.hexdigest(), self.md5.hexdigest())
 
 
 class ArchiveStorage(Protocol):
@@ -52,6 +59,7 @@ class ArchiveStorage(Protocol):
     def keys(self, prefix: str) -> Iterator[str]: ...
     def stat(self, key: str) -> StoredObject | None: ...
     def purge(self, key: str, keep_latest: bool = False) -> None: ...
+    def confirm(self, written: StoredObject) -> bool: ...
 
 
 def _stat_stream(key: str, stream: IO[bytes]) -> StoredObject:
@@ -82,8 +90,16 @@ class LocalStorage:
         partial = path.with_name(path.name + ".partial")
         with partial.open("wb") as out:
             shutil.copyfileobj(reader, out, CHUNK)  # type: ignore[misc]
+            # On disk before it is named, and named before the caller deletes the source.
+            out.flush()
+            os.fsync(out.fileno())
         partial.replace(path)  # appears whole or not at all
-        return StoredObject(key, reader.size, reader.digest.hexdigest())
+        directory = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+        return reader.stored(key)
 
     def open(self, key: str) -> IO[bytes]:
         return self._path(key).open("rb")
@@ -113,6 +129,13 @@ class LocalStorage:
         if not keep_latest:
             self.delete(key)
 
+    def confirm(self, written: StoredObject) -> bool:
+        """The object `put_stream` wrote is in place at its size. Its bytes were hashed as they
+        were written and synced to disk, so reading them back (from the page cache) would prove
+        nothing more."""
+        size = self.size(written.key)
+        return size == written.size
+
 
 class S3Storage:
     def __init__(self, bucket: str, client: S3Client) -> None:
@@ -125,7 +148,7 @@ class S3Storage:
         if content_type:
             extra["ContentType"] = content_type
         self.client.upload_fileobj(reader, self.bucket, key, ExtraArgs=extra)  # type: ignore[arg-type]
-        return StoredObject(key, reader.size, reader.digest.hexdigest())
+        return reader.stored(key)
 
     def open(self, key: str) -> IO[bytes]:
         return self.client.get_object(Bucket=self.bucket, Key=key)["Body"]  # type: ignore[return-value]
@@ -154,6 +177,24 @@ class S3Storage:
         except self.client.exceptions.NoSuchKey:
             return None
         return _stat_stream(key, body)  # type: ignore[arg-type]
+
+    def confirm(self, written: StoredObject) -> bool:
+        """S3 holds what `put_stream` sent. The upload's checksum made S3 check the bytes in
+        transit; for a single-part upload with S3-managed encryption the ETag is the MD5 of the
+        stored bytes, so a HEAD vouches for them. Any other ETag (multipart, other encryption,
+        another store) vouches for nothing: then the object is read back and hashed."""
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=written.key)
+        except self.client.exceptions.ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise
+        if int(head["ContentLength"]) != written.size:
+            return False
+        if written.md5 and head.get("ETag", "").strip('"') == written.md5:
+            return True
+        stored = self.stat(written.key)
+        return stored is not None and stored.sha256 == written.sha256
 
     def purge(self, key: str, keep_latest: bool = False) -> None:
         """Delete every version of `key` (but the current one with `keep_latest`), so that
