@@ -423,14 +423,16 @@ def test_a_worker_killed_mid_campaign_leaves_nobody_messaged_twice(
         "contact"
     )
     assert messages.count() == len(contacts)
+    never_reached = 0
     for message in messages:
         if message.status == Status.SENT:
             assert received[str(message.contact.wa_id)] == 1
         else:
-            # Handed to the provider by the killed worker, which died before the answer: its
-            # outcome is unknown and it is never sent again.
+            # Marked by the killed worker just before its call, which died before the answer:
+            # its outcome is unknown and it is never sent again.
             assert message.status == Status.UNKNOWN
-            assert received[str(message.contact.wa_id)] == 1
-    # The messages of the killed worker's chunk that it had not handed over yet are sent by
-    # the others: nobody is left out.
-    assert len(received) == len(contacts)
+            never_reached += str(message.contact.wa_id) not in received
+    # Each message is marked right before its own call, so a kill leaves at most the call it
+    # was making unsent; the chunk's other messages are sent by the remaining worker.
+    assert never_reached <= 2
+    assert len(received) >= len(contacts) - never_reached
