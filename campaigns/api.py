@@ -103,7 +103,11 @@ class CampaignApi(APIView):
         return campaign
 
     def answer(self, campaign: Campaign, code: int = status.HTTP_200_OK) -> Response:
-        campaign = Campaign.objects.select_related("template").get(id=campaign.id)
+        campaign = (
+            Campaign.tenant.for_organization(campaign.organization)
+            .select_related("template")
+            .get(id=campaign.id)
+        )
         return Response(CampaignOutputSerializer(campaign).data, status=code)
 
 

@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from whatsapp_platform.lib.fields import EncryptedTextField
 from whatsapp_platform.lib.models import TimestampedModel
+from whatsapp_platform.tenancy import TenantManager
 
 e164_digits = RegexValidator(
     r"^[1-9]\d{6,14}$", "Enter the number as E.164 digits, e.g. 15551234567."
@@ -95,6 +96,10 @@ class Channel(TimestampedModel):
     credential_error = models.TextField(blank=True)
     credential_error_at = models.DateTimeField(null=True, blank=True)
 
+    objects = models.Manager()
+    # The API's manager: rows only for one organization (whatsapp_platform/tenancy.py).
+    tenant = TenantManager()
+
     SECRET_FIELDS: ClassVar[tuple[str, ...]] = (
         "access_token",
         "app_secret",
@@ -143,6 +148,10 @@ class Channel(TimestampedModel):
 
 class ApiKey(TimestampedModel):
     """An organization's key to the REST API. Only its SHA-256 is stored; the key is shown once."""
+
+    objects = models.Manager()
+    # The API's manager: rows only for one organization (whatsapp_platform/tenancy.py).
+    tenant = TenantManager()
 
     PREFIX = "wpk_"
 
