@@ -6,6 +6,7 @@ import hashlib
 import secrets
 from typing import ClassVar
 
+from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.utils import timezone
@@ -195,3 +196,36 @@ class Heartbeat(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class Membership(TimestampedModel):
+    """A person's role in one organization; what it allows is in whatsapp_platform/roles.py."""
+
+    class Role(models.TextChoices):
+        ADMIN = "admin", "Admin: everything in the organization"
+        APPROVER = "approver", "Approver: views everything, approves campaigns"
+        SENDER = "sender", "Sender: messages and campaign drafts"
+        VIEWER = "viewer", "Viewer: views only"
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
+    )
+    organization = models.ForeignKey(
+        Organization, on_delete=models.CASCADE, related_name="memberships"
+    )
+    role = models.CharField(max_length=10, choices=Role.choices)
+
+    objects = models.Manager()
+    tenant = TenantManager()
+
+    class Meta:
+        constraints = (
+            models.UniqueConstraint(
+                fields=("user", "organization"),
+                name="membership_unique_user_organization",
+                violation_error_message="This person already has a role in this organization.",
+            ),
+        )
+
+    def __str__(self) -> str:
+        return f"{self.user} · {self.organization} ({self.role})"
