@@ -63,7 +63,7 @@ def tenant_models() -> list[type[Model]]:
     return [m for m in apps.get_models() if isinstance(getattr(m, "tenant", None), TenantManager)]
 
 
-def _organization_path(model: type[Model]) -> str:
+def _organization_path(model: Any) -> str:
     return str(getattr(model, "TENANT_ORGANIZATION_PATH", "organization"))
 
 
@@ -76,9 +76,11 @@ def fingerprint(organization: Organization) -> dict[str, list[dict[str, Any]]]:
             if isinstance(field, ForeignKey) and hasattr(field.related_model, "tenant"):
                 related_path = _organization_path(field.related_model)
                 linked |= Q(**{f"{field.name}__{related_path}": organization})
-        values = model.objects.filter(linked).distinct().order_by("pk").values()
+        values = model._default_manager.filter(linked).distinct().order_by("pk").values()
         rows[model._meta.label] = [dict(v) for v in values]
-    rows["organization"] = list(Organization.objects.filter(id=organization.id).values())
+    rows["organization"] = [
+        dict(v) for v in Organization.objects.filter(id=organization.id).values()
+    ]
     return rows
 
 
