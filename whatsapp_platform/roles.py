@@ -109,3 +109,14 @@ def approvable_organization_ids(user: Any) -> list[int] | None:
         for organization_id, role in organization_roles(user).items()
         if role in (Role.ADMIN, Role.APPROVER)
     ]
+
+
+def member_organization_ids(user: Any, roles: tuple[str, ...]) -> list[int] | None:
+    """The organizations where a member has one of these roles; None for superusers and for
+    platform staff without memberships, who act on every organization."""
+    if getattr(user, "is_superuser", False):
+        return None
+    memberships = organization_roles(user)
+    if not memberships:
+        return None
+    return [organization_id for organization_id, role in memberships.items() if role in roles]

@@ -10,7 +10,7 @@ from django.test import Client
 from django.urls import reverse
 
 from campaigns.models import Campaign
-from conversations.models import Message
+from conversations.models import Contact, Message
 from tests.factories import (
     CampaignFactory,
     ChannelFactory,
@@ -184,3 +184,31 @@ def test_a_staff_user_without_membership_or_permission_sees_nothing(tenants) -> 
     response = client.get(reverse("admin:campaigns_campaign_changelist"))
 
     assert response.status_code == 403
+
+
+def test_a_member_erases_only_its_own_organizations_contacts_and_runs_no_archival(
+    tenants,
+) -> None:
+    acme, globex = tenants
+    admin_client = member("admin", acme.organization)
+    viewer_client = member("viewer", acme.organization)
+
+    theirs = admin_client.post(
+        "/api/admin/archival/erase-contact",
+        {"contact_id": globex.message.contact_id},
+        content_type="application/json",
+    )
+    as_viewer = viewer_client.post(
+        "/api/admin/archival/erase-contact",
+        {"contact_id": acme.message.contact_id},
+        content_type="application/json",
+    )
+    trigger = admin_client.post("/api/admin/archival/trigger?job_type=messages")
+
+    assert theirs.status_code == 404
+    assert as_viewer.status_code == 404
+    assert trigger.status_code == 403
+    assert (
+        Contact.objects.filter(id__in=[globex.message.contact_id, acme.message.contact_id]).count()
+        == 2
+    )
