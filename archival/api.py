@@ -22,6 +22,8 @@ from archival.schedule import next_runs, periodic_task, schedule_toggle
 from archival.services import ArchiveJobBusy, archive_run_trigger
 from conversations.models import Contact
 from whatsapp_platform.authentication import ApiClient, ApiKeyAuthentication
+from whatsapp_platform.models import Membership
+from whatsapp_platform.roles import member_organization_ids
 
 TAGS = ["Archival (staff)"]
 # Every staff endpoint refuses anonymous callers (401) and non-staff users and API keys (403).
@@ -38,6 +40,11 @@ class IsStaff(BasePermission):
             not isinstance(user, ApiClient)
             and bool(user and user.is_authenticated)
             and bool(getattr(user, "is_staff", False))
+            # Archival spans organizations: members of organizations only erase their own
+            # contacts (ContactEraseApi); platform staff do the rest.
+            and (
+                getattr(view, "members_allowed", False) or member_organization_ids(user, ()) is None
+            )
         )
 
 
@@ -221,6 +228,8 @@ class EraseInput(serializers.Serializer):  # type: ignore[type-arg]
 
 
 class ContactEraseApi(StaffApi):
+    members_allowed = True
+
     @extend_schema(
         tags=TAGS,
         summary="Erase one contact everywhere (right to erasure)",
@@ -239,6 +248,14 @@ class ContactEraseApi(StaffApi):
             return Response(
                 {"error": "Invalid parameters.", "errors": serializer.errors}, status=400
             )
+        organization_ids = member_organization_ids(request.user, (Membership.Role.ADMIN,))
+        if (
+            organization_ids is not None
+            and not Contact.tenant.for_organizations(organization_ids)
+            .filter(id=serializer.validated_data["contact_id"])
+            .exists()
+        ):
+            return Response({"error": "No such contact."}, status=404)
         try:
             report = contact_erase(
                 contact_id=serializer.validated_data["contact_id"],

@@ -20,12 +20,13 @@ from campaigns.models import Campaign, CampaignAudience, MessageTemplate
 from campaigns.selectors import campaign_preview
 from campaigns.stats import campaign_stats
 from conversations.models import Message
+from whatsapp_platform.admin import OrganizationScopedAdmin
 
 RECIPIENTS_SHOWN = 50
 
 
 @admin.register(MessageTemplate)
-class MessageTemplateAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class MessageTemplateAdmin(OrganizationScopedAdmin):  # type: ignore[type-arg]
     list_display = (
         "name",
         "language",
@@ -118,7 +119,7 @@ class AudienceUploadForm(forms.Form):
 
 
 @admin.register(Campaign)
-class CampaignAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class CampaignAdmin(OrganizationScopedAdmin):  # type: ignore[type-arg]
     form = CampaignForm
     list_display = (
         "name",

@@ -29,6 +29,7 @@ from campaigns.models import Campaign
 from campaigns.selectors import campaign_get, campaign_list, campaign_preview
 from campaigns.stats import campaign_stats
 from whatsapp_platform.authentication import ApiClient, ApiKeyAuthentication
+from whatsapp_platform.roles import approvable_organization_ids
 
 TAGS = ["campaigns"]
 _View = TypeVar("_View", bound=Callable[..., Response])
@@ -117,7 +118,11 @@ class CampaignApi(APIView):
         return campaign
 
     def answer(self, campaign: Campaign, code: int = status.HTTP_200_OK) -> Response:
-        campaign = Campaign.objects.select_related("template").get(id=campaign.id)
+        campaign = (
+            Campaign.tenant.for_organization(campaign.organization)
+            .select_related("template")
+            .get(id=campaign.id)
+        )
         return Response(CampaignOutputSerializer(campaign).data, status=code)
 
 
@@ -439,13 +444,21 @@ class IsApprover(BasePermission):
 
 
 class CampaignApprovalApi(CampaignActionApi):
-    """Approvers are platform staff: they decide on any organization's campaigns."""
+    """Staff approvers: platform-wide by the permission, or per organization by role."""
 
     authentication_classes = (ApiKeyAuthentication, SessionAuthentication, BasicAuthentication)
     permission_classes = (IsApprover,)
 
     def campaign(self, request: Request, campaign_id: int) -> Campaign:
-        campaign = Campaign.objects.filter(id=campaign_id).first()
+        # Platform approvers decide on any organization's campaigns; organization approvers
+        # and admins on their own organizations' only.
+        organization_ids = approvable_organization_ids(request.user)
+        campaigns = (
+            Campaign.objects.all()
+            if organization_ids is None
+            else Campaign.tenant.for_organizations(organization_ids)
+        )
+        campaign = campaigns.filter(id=campaign_id).first()
         if campaign is None:
             raise exceptions.NotFound("No such campaign.")
         return campaign

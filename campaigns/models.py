@@ -10,6 +10,7 @@ from django.db import models
 from conversations.models import Contact, Message
 from whatsapp_platform.lib.models import TimestampedModel
 from whatsapp_platform.models import Channel, Organization
+from whatsapp_platform.tenancy import TenantManager
 
 
 class MessageTemplate(TimestampedModel):
@@ -43,6 +44,10 @@ class MessageTemplate(TimestampedModel):
     provider_template_id = models.CharField(max_length=100, blank=True)
     synced_at = models.DateTimeField(null=True, blank=True)
 
+    objects = models.Manager()
+    # The API's manager: rows only for one organization (whatsapp_platform/tenancy.py).
+    tenant = TenantManager()
+
     class Meta:
         constraints = (
             models.UniqueConstraint(
@@ -74,6 +79,10 @@ class Campaign(TimestampedModel):
     # The workflow: draft → pending_approval → approved or rejected → scheduled → running ⇄ paused
     # → completed or cancelled. A rejected campaign can be edited and submitted again; an edit to a
     # pending, approved or scheduled campaign sends it back to draft, to be approved again.
+    objects = models.Manager()
+    # The API's manager: rows only for one organization (whatsapp_platform/tenancy.py).
+    tenant = TenantManager()
+
     TRANSITIONS: ClassVar[dict[str, frozenset[str]]] = {
         Status.DRAFT: frozenset({Status.PENDING_APPROVAL, Status.CANCELLED}),
         Status.PENDING_APPROVAL: frozenset(
@@ -165,6 +174,11 @@ class CampaignAudience(TimestampedModel):
         blank=True,
         related_name="campaign_audience",
     )
+
+    TENANT_ORGANIZATION_PATH = "campaign__organization"
+    objects = models.Manager()
+    # The API's manager: rows only for one organization (whatsapp_platform/tenancy.py).
+    tenant = TenantManager()
 
     class Meta:
         constraints = (

@@ -32,13 +32,14 @@ WA_ID_PATTERN = r"^[1-9][0-9]{6,14}$"
 
 
 def campaign_list(*, organization: Organization) -> QuerySet[Campaign]:
-    return Campaign.objects.filter(organization=organization).order_by("-id")
+    return Campaign.tenant.for_organization(organization).order_by("-id")
 
 
 def campaign_get(*, organization: Organization, campaign_id: int) -> Campaign | None:
     return (
-        Campaign.objects.select_related("template", "channel")
-        .filter(organization=organization, id=campaign_id)
+        Campaign.tenant.for_organization(organization)
+        .select_related("template", "channel")
+        .filter(id=campaign_id)
         .first()
     )
 

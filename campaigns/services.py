@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from campaigns.models import Campaign, MessageTemplate
 from whatsapp_platform.models import Organization
+from whatsapp_platform.roles import can_approve
 
 # Who acts: a person (admin, session or basic auth), or an API client (None here).
 User = AbstractBaseUser | AnonymousUser
@@ -69,7 +70,7 @@ def _require_sendable_template(template: MessageTemplate) -> None:
 
 def _require_approver(user: User | None, campaign: Campaign) -> None:
     person = _person(user)
-    if person is None or not person.has_perm(APPROVE_PERMISSION):
+    if person is None or not can_approve(person, campaign):
         raise PermissionDenied("Only approvers can approve or reject campaigns.")
     if campaign.submitted_by_id is not None and campaign.submitted_by_id == person.pk:
         raise PermissionDenied(

@@ -25,6 +25,7 @@ from conversations.models import (
     Message,
     OrganizationAiUsage,
 )
+from whatsapp_platform.admin import OrganizationScopedAdmin
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
@@ -41,7 +42,7 @@ class ReadOnlyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
 
 @admin.register(Contact)
-class ContactAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class ContactAdmin(OrganizationScopedAdmin):  # type: ignore[type-arg]
     list_display = (
         "__str__",
         "organization",
@@ -97,7 +98,7 @@ class ConversationForm(forms.ModelForm):  # type: ignore[type-arg]
 
 
 @admin.register(Conversation)
-class ConversationAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class ConversationAdmin(OrganizationScopedAdmin):  # type: ignore[type-arg]
     form = ConversationForm
     list_display = (
         "__str__",
@@ -241,7 +242,7 @@ class ConversationAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
 
 @admin.register(Assistant)
-class AssistantAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class AssistantAdmin(OrganizationScopedAdmin):  # type: ignore[type-arg]
     list_display = ("channel", "enabled", "model", "debounce_seconds", "ai_status")
     list_filter = ("enabled",)
     list_select_related = ("channel",)
@@ -321,7 +322,7 @@ class OrganizationAiUsageAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
 
 @admin.register(AiReply)
-class AiReplyAdmin(ReadOnlyAdmin):
+class AiReplyAdmin(OrganizationScopedAdmin, ReadOnlyAdmin):
     list_display = (
         "id",
         "created_at",
@@ -338,7 +339,7 @@ class AiReplyAdmin(ReadOnlyAdmin):
 
 
 @admin.register(Message)
-class MessageAdmin(ReadOnlyAdmin):
+class MessageAdmin(OrganizationScopedAdmin, ReadOnlyAdmin):
     list_display = (
         "id",
         "created_at",
@@ -357,7 +358,7 @@ class MessageAdmin(ReadOnlyAdmin):
 
 
 @admin.register(MediaAsset)
-class MediaAssetAdmin(ReadOnlyAdmin):
+class MediaAssetAdmin(OrganizationScopedAdmin, ReadOnlyAdmin):
     list_display = ("id", "created_at", "organization", "mime_type", "size", "state")
     list_filter = ("state", "organization")
     search_fields = ("provider_media_id", "storage_key", "sha256")

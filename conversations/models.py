@@ -10,6 +10,7 @@ from django.db import models
 from conversations.types import StatusUpdate
 from whatsapp_platform.lib.models import TimestampedModel
 from whatsapp_platform.models import Channel, Organization
+from whatsapp_platform.tenancy import TenantManager
 
 
 class Contact(TimestampedModel):
@@ -33,6 +34,10 @@ class Contact(TimestampedModel):
     marketing_held_until = models.DateTimeField(null=True, blank=True)
     # Start of the 24-hour customer-service window: free-form messages are allowed until +24 h.
     last_inbound_at = models.DateTimeField(null=True, blank=True)
+
+    objects = models.Manager()
+    # The API's manager: rows only for one organization (whatsapp_platform/tenancy.py).
+    tenant = TenantManager()
 
     class Meta:
         constraints = (
@@ -91,6 +96,10 @@ class Conversation(TimestampedModel):
     # message the model has seen in its stored conversation state.
     answered_until_id = models.BigIntegerField(default=0)
     ai_context_until_id = models.BigIntegerField(default=0)
+
+    objects = models.Manager()
+    # The API's manager: rows only for one organization (whatsapp_platform/tenancy.py).
+    tenant = TenantManager()
 
     class Meta:
         constraints = (
@@ -153,6 +162,10 @@ class Message(TimestampedModel):
 
     # A status only moves forward. `failed` ends a send and a late `sent` does not undo it, but a
     # later delivered or read does: providers report that for users on several devices.
+    objects = models.Manager()
+    # The API's manager: rows only for one organization (whatsapp_platform/tenancy.py).
+    tenant = TenantManager()
+
     STATUS_RANK: ClassVar[dict[str, int]] = {
         Status.RECEIVED: 0,
         Status.PENDING: 0,
@@ -361,6 +374,10 @@ class MediaAsset(TimestampedModel):
     state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
     error = models.TextField(blank=True)
 
+    objects = models.Manager()
+    # The API's manager: rows only for one organization (whatsapp_platform/tenancy.py).
+    tenant = TenantManager()
+
     class Meta:
         indexes = (
             # Media archival: assets past the threshold that are not archived yet.
@@ -377,6 +394,11 @@ class MediaAsset(TimestampedModel):
 
 class Assistant(TimestampedModel):
     """The AI assistant that answers a channel's customers, and how it does."""
+
+    TENANT_ORGANIZATION_PATH = "channel__organization"
+    objects = models.Manager()
+    # The API's manager: rows only for one organization (whatsapp_platform/tenancy.py).
+    tenant = TenantManager()
 
     DEFAULT_FALLBACK = "Thanks for your message. A member of our team will get back to you soon."
 
@@ -436,6 +458,10 @@ class AiReply(models.Model):
     output_tokens = models.PositiveIntegerField(default=0)
     latency_ms = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = models.Manager()
+    # The API's manager: rows only for one organization (whatsapp_platform/tenancy.py).
+    tenant = TenantManager()
 
     class Meta:
         constraints = (

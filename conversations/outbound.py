@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 
 from django.apps import apps
 from django.db import transaction
-from django.db.models import Q
 from django.utils import timezone
 
 from conversations.models import Contact, Conversation, Message
@@ -92,13 +91,13 @@ class _Lookups:
 
     @classmethod
     def load(cls, organization: Organization, requests: Sequence[SendRequest]) -> _Lookups:
-        channels = {c.id: c for c in Channel.objects.filter(organization=organization)}
+        channels = {c.id: c for c in Channel.tenant.for_organization(organization)}
         keys = {r.idempotency_key for r in requests if r.idempotency_key}
         by_key = {
             m.idempotency_key: m
-            for m in Message.objects.filter(
-                organization=organization, idempotency_key__in=keys
-            ).select_related("contact")
+            for m in Message.tenant.for_organization(organization)
+            .filter(idempotency_key__in=keys)
+            .select_related("contact")
             if m.idempotency_key
         }
         wa_ids = set()
@@ -109,7 +108,7 @@ class _Lookups:
                 continue
         contacts = {
             c.wa_id: c
-            for c in Contact.objects.filter(organization=organization, wa_id__in=wa_ids)
+            for c in Contact.tenant.for_organization(organization).filter(wa_id__in=wa_ids)
             if c.wa_id
         }
         templates: dict[tuple[int, str, str], MessageTemplate] = {}
@@ -118,13 +117,13 @@ class _Lookups:
             # Templates are synced by the campaigns app; named by label, not imported, so that
             # conversations depends on nothing above it.
             template_model = apps.get_model("campaigns", "MessageTemplate")
-            for template in template_model.objects.filter(
-                organization=organization, name__in=template_names
+            for template in template_model.tenant.for_organization(organization).filter(
+                name__in=template_names
             ):
                 templates[(template.channel_id, template.name, template.language)] = template
         quoted_ids = {r.reply_to for r in requests if r.reply_to is not None}
         quoted = {
-            m.id: m for m in Message.objects.filter(organization=organization, id__in=quoted_ids)
+            m.id: m for m in Message.tenant.for_organization(organization).filter(id__in=quoted_ids)
         }
         return cls(channels, by_key, contacts, templates, quoted)
 
@@ -720,7 +719,7 @@ def _create_contacts(
             [Contact(organization=organization, wa_id=wa_id) for wa_id in sorted(missing)],
             ignore_conflicts=True,  # created meanwhile by an inbound message: use that one
         )
-        for contact in Contact.objects.filter(Q(wa_id__in=missing), organization=organization):
+        for contact in Contact.tenant.for_organization(organization).filter(wa_id__in=missing):
             if contact.wa_id:
                 lookups.contacts[contact.wa_id] = contact
     for item in planned:
@@ -729,9 +728,9 @@ def _create_contacts(
     # Their conversations too, so that queueing each message only finds its thread.
     pairs = {(p.channel.id, p.contact.id) for p in planned if p.contact is not None}
     existing = set(
-        Conversation.objects.filter(
-            organization=organization, contact_id__in={contact for _, contact in pairs}
-        ).values_list("channel_id", "contact_id")
+        Conversation.tenant.for_organization(organization)
+        .filter(contact_id__in={contact for _, contact in pairs})
+        .values_list("channel_id", "contact_id")
     )
     Conversation.objects.bulk_create(
         [

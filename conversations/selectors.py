@@ -11,7 +11,7 @@ from whatsapp_platform.models import Organization
 
 
 def _messages(organization: Organization) -> QuerySet[Message]:
-    return Message.objects.filter(organization=organization).select_related(
+    return Message.tenant.for_organization(organization).select_related(
         "channel", "contact", "campaign_audience"
     )
 

@@ -7,10 +7,11 @@ from django.http import HttpRequest
 from conversations.admin import ReadOnlyAdmin
 from webhooks.models import WebhookEvent
 from webhooks.services import webhook_events_replay
+from whatsapp_platform.admin import OrganizationScopedAdmin
 
 
 @admin.register(WebhookEvent)
-class WebhookEventAdmin(ReadOnlyAdmin):
+class WebhookEventAdmin(OrganizationScopedAdmin, ReadOnlyAdmin):
     list_display = ("id", "received_at", "provider", "organization", "kind", "state", "attempts")
     list_filter = ("provider", "kind", "state", "organization")
     search_fields = ("dedupe_key",)

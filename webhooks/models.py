@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.db import models
 
 from whatsapp_platform.models import Channel, Organization
+from whatsapp_platform.tenancy import TenantManager
 
 
 class WebhookEvent(models.Model):
@@ -47,6 +48,10 @@ class WebhookEvent(models.Model):
     queued_at = models.DateTimeField(null=True, blank=True)
     processed_at = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
+
+    objects = models.Manager()
+    # The API's manager: rows only for one organization (whatsapp_platform/tenancy.py).
+    tenant = TenantManager()
 
     class Meta:
         indexes = (

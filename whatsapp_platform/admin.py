@@ -7,7 +7,60 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from whatsapp_platform.models import ApiKey, Channel, Organization
+from whatsapp_platform.models import ApiKey, Channel, Membership, Organization
+from whatsapp_platform.roles import organization_id_of, organization_roles
+
+
+class OrganizationScopedAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    """Members of organizations see and act on their own organizations' rows only.
+
+    Pages are filtered through their memberships, each row's permissions are those of its
+    organization's role (whatsapp_platform/roles.py), and foreign-key choices are limited to
+    their organizations' rows. Superusers, and platform staff given Django permissions
+    directly with no membership, act on every organization.
+    """
+
+    def _organization_ids(self, request: HttpRequest) -> list[int]:
+        return list(organization_roles(request.user))
+
+    def _is_member_only(self, request: HttpRequest) -> bool:
+        return not request.user.is_superuser and bool(organization_roles(request.user))
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
+        queryset = super().get_queryset(request)
+        if not self._is_member_only(request):
+            return queryset
+        if self.model is Organization or issubclass(self.model, Organization):
+            return queryset.filter(id__in=self._organization_ids(request))
+        path = str(getattr(self.model, "TENANT_ORGANIZATION_PATH", "organization"))
+        return queryset.filter(**{f"{path}__in": self._organization_ids(request)})
+
+    def _allowed(self, request: HttpRequest, action: str, obj: Any) -> bool:
+        if obj is None or not self._is_member_only(request):
+            return True
+        if organization_id_of(obj) not in organization_roles(request.user):
+            return False
+        opts = self.opts
+        return request.user.has_perm(f"{opts.app_label}.{action}_{opts.model_name}", obj)
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return super().has_view_permission(request, obj) and self._allowed(request, "view", obj)
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return super().has_change_permission(request, obj) and self._allowed(request, "change", obj)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return super().has_delete_permission(request, obj) and self._allowed(request, "delete", obj)
+
+    def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        related = db_field.related_model
+        if self._is_member_only(request):
+            ids = self._organization_ids(request)
+            if related is Organization:
+                kwargs["queryset"] = Organization.objects.filter(id__in=ids)
+            elif hasattr(related, "tenant"):
+                kwargs["queryset"] = related.tenant.for_organizations(ids)
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
 
 class ChannelInline(admin.TabularInline):  # type: ignore[type-arg]
@@ -23,7 +76,7 @@ class ChannelInline(admin.TabularInline):  # type: ignore[type-arg]
 
 
 @admin.register(Organization)
-class OrganizationAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class OrganizationAdmin(OrganizationScopedAdmin):  # type: ignore[type-arg]
     list_display = ("name", "slug", "is_active", "legal_hold", "created_at")
     list_filter = ("is_active", "legal_hold")
     search_fields = ("name", "slug")
@@ -79,7 +132,7 @@ class ChannelForm(forms.ModelForm):  # type: ignore[type-arg]
 
 
 @admin.register(Channel)
-class ChannelAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class ChannelAdmin(OrganizationScopedAdmin):  # type: ignore[type-arg]
     form = ChannelForm
     list_display = (
         "__str__",
@@ -131,7 +184,7 @@ class ChannelAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
 
 @admin.register(ApiKey)
-class ApiKeyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class ApiKeyAdmin(OrganizationScopedAdmin):  # type: ignore[type-arg]
     list_display = (
         "name",
         "organization",
@@ -154,3 +207,11 @@ class ApiKeyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
                 "be shown again.",
             )
         super().save_model(request, obj, form, change)
+
+
+@admin.register(Membership)
+class MembershipAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    list_display = ("user", "organization", "role", "created_at")
+    list_filter = ("role", "organization")
+    search_fields = ("user__username", "organization__name")
+    autocomplete_fields = ("organization",)

@@ -6,12 +6,14 @@ import hashlib
 import secrets
 from typing import ClassVar
 
+from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.utils import timezone
 
 from whatsapp_platform.lib.fields import EncryptedTextField
 from whatsapp_platform.lib.models import TimestampedModel
+from whatsapp_platform.tenancy import TenantManager
 
 e164_digits = RegexValidator(
     r"^[1-9]\d{6,14}$", "Enter the number as E.164 digits, e.g. 15551234567."
@@ -95,6 +97,10 @@ class Channel(TimestampedModel):
     credential_error = models.TextField(blank=True)
     credential_error_at = models.DateTimeField(null=True, blank=True)
 
+    objects = models.Manager()
+    # The API's manager: rows only for one organization (whatsapp_platform/tenancy.py).
+    tenant = TenantManager()
+
     SECRET_FIELDS: ClassVar[tuple[str, ...]] = (
         "access_token",
         "app_secret",
@@ -144,6 +150,10 @@ class Channel(TimestampedModel):
 class ApiKey(TimestampedModel):
     """An organization's key to the REST API. Only its SHA-256 is stored; the key is shown once."""
 
+    objects = models.Manager()
+    # The API's manager: rows only for one organization (whatsapp_platform/tenancy.py).
+    tenant = TenantManager()
+
     PREFIX = "wpk_"
 
     organization = models.ForeignKey(
@@ -186,3 +196,36 @@ class Heartbeat(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class Membership(TimestampedModel):
+    """A person's role in one organization; what it allows is in whatsapp_platform/roles.py."""
+
+    class Role(models.TextChoices):
+        ADMIN = "admin", "Admin: everything in the organization"
+        APPROVER = "approver", "Approver: views everything, approves campaigns"
+        SENDER = "sender", "Sender: messages and campaign drafts"
+        VIEWER = "viewer", "Viewer: views only"
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
+    )
+    organization = models.ForeignKey(
+        Organization, on_delete=models.CASCADE, related_name="memberships"
+    )
+    role = models.CharField(max_length=10, choices=Role.choices)
+
+    objects = models.Manager()
+    tenant = TenantManager()
+
+    class Meta:
+        constraints = (
+            models.UniqueConstraint(
+                fields=("user", "organization"),
+                name="membership_unique_user_organization",
+                violation_error_message="This person already has a role in this organization.",
+            ),
+        )
+
+    def __str__(self) -> str:
+        return f"{self.user} · {self.organization} ({self.role})"

@@ -8,4 +8,4 @@ from whatsapp_platform.models import Channel, Organization
 
 
 def channel_list(*, organization: Organization) -> QuerySet[Channel]:
-    return Channel.objects.filter(organization=organization).order_by("id")
+    return Channel.tenant.for_organization(organization).order_by("id")

@@ -85,6 +85,12 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
+# Superusers and Django's own permissions, then what people's organization roles allow.
+AUTHENTICATION_BACKENDS = [
+    "django.contrib.auth.backends.ModelBackend",
+    "whatsapp_platform.roles.MembershipBackend",
+]
+
 ROOT_URLCONF = "whatsapp_platform.urls"
 WSGI_APPLICATION = "whatsapp_platform.wsgi.application"
 

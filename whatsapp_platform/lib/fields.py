@@ -45,6 +45,16 @@ def decrypt(token: str) -> str:
         ) from exc
 
 
+def is_current(token: str) -> bool:
+    """Whether a token is encrypted with the first key, so rotation can leave it alone."""
+    first_key = settings.FIELD_ENCRYPTION_KEY.split(",")[0].strip()
+    try:
+        Fernet(first_key).decrypt(token.encode())
+    except InvalidToken:
+        return False
+    return True
+
+
 def reencrypt(token: str) -> str:
     """The same secret encrypted with the current first key."""
     return fernet().rotate(token.encode()).decode()

@@ -5,12 +5,13 @@ from typing import Any
 from django.contrib import admin
 from django.http import HttpRequest
 
+from whatsapp_platform.admin import OrganizationScopedAdmin
 from whatsapp_platform.monitoring.analytics import campaign_funnel
 from whatsapp_platform.monitoring.models import AnalyticsEvent, CampaignFunnel, TaskFailure
 
 
 @admin.register(AnalyticsEvent)
-class AnalyticsEventAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class AnalyticsEventAdmin(OrganizationScopedAdmin):  # type: ignore[type-arg]
     list_display = ("name", "organization", "campaign", "occurred_at", "received_at")
     list_filter = ("name",)
     list_select_related = ("organization", "campaign")
@@ -33,7 +34,7 @@ class TaskFailureAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
 
 @admin.register(CampaignFunnel)
-class CampaignFunnelAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class CampaignFunnelAdmin(OrganizationScopedAdmin):  # type: ignore[type-arg]
     """Each campaign's funnel, sent → delivered → read → replied, then client events."""
 
     list_display = ("name", "organization", "status", "funnel")

@@ -46,14 +46,14 @@ def analytics_events_store(*, organization_id: int, events: list[EventInput]) ->
     campaign_ids = {e["campaign_id"] for e in events if e.get("campaign_id")}
     message_ids = {e["message_id"] for e in events if e.get("message_id")}
     own_campaigns = set(
-        Campaign.objects.filter(organization_id=organization_id, id__in=campaign_ids).values_list(
-            "id", flat=True
-        )
+        Campaign.tenant.for_organizations([organization_id])
+        .filter(id__in=campaign_ids)
+        .values_list("id", flat=True)
     )
     own_messages = set(
-        Message.objects.filter(organization_id=organization_id, id__in=message_ids).values_list(
-            "id", flat=True
-        )
+        Message.tenant.for_organizations([organization_id])
+        .filter(id__in=message_ids)
+        .values_list("id", flat=True)
     )
     rows = []
     for event in events:

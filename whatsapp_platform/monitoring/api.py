@@ -63,18 +63,20 @@ class QueueStatusApi(APIView):
         organization = _organization(request)
         now = timezone.now()
         Status = Message.Status
-        outgoing = Message.objects.filter(
-            organization=organization, direction=Message.Direction.OUTBOUND
-        ).aggregate(
-            queued=Count(
-                "id",
-                filter=Q(status=Status.QUEUED)
-                & (Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)),
-            ),
-            scheduled=Count("id", filter=Q(status=Status.QUEUED, next_attempt_at__gt=now)),
-            sending=Count("id", filter=Q(status=Status.SENDING)),
+        outgoing = (
+            Message.tenant.for_organization(organization)
+            .filter(direction=Message.Direction.OUTBOUND)
+            .aggregate(
+                queued=Count(
+                    "id",
+                    filter=Q(status=Status.QUEUED)
+                    & (Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)),
+                ),
+                scheduled=Count("id", filter=Q(status=Status.QUEUED, next_attempt_at__gt=now)),
+                sending=Count("id", filter=Q(status=Status.SENDING)),
+            )
         )
-        incoming = WebhookEvent.objects.filter(organization=organization).aggregate(
+        incoming = WebhookEvent.tenant.for_organization(organization).aggregate(
             waiting=Count(
                 "id",
                 filter=Q(state__in=(WebhookEvent.State.RECEIVED, WebhookEvent.State.QUEUED)),
@@ -139,16 +141,16 @@ class AnalyticsEventApi(APIView):
             )
         campaigns = {e["campaign_id"] for e in events if e["campaign_id"]}
         if campaigns - set(
-            Campaign.objects.filter(organization=organization, id__in=campaigns).values_list(
-                "id", flat=True
-            )
+            Campaign.tenant.for_organization(organization)
+            .filter(id__in=campaigns)
+            .values_list("id", flat=True)
         ):
             return _error("not_found", "No such campaign.", 404)
         messages = {e["message_id"] for e in events if e["message_id"]}
         if messages - set(
-            Message.objects.filter(organization=organization, id__in=messages).values_list(
-                "id", flat=True
-            )
+            Message.tenant.for_organization(organization)
+            .filter(id__in=messages)
+            .values_list("id", flat=True)
         ):
             return _error("not_found", "No such message.", 404)
         try:
@@ -171,9 +173,9 @@ class CampaignFunnelApi(APIView):
     def get(self, request: Request, campaign_id: int) -> Response:
         from campaigns.models import Campaign
 
-        campaign = Campaign.objects.filter(
-            organization=_organization(request), id=campaign_id
-        ).first()
+        campaign = (
+            Campaign.tenant.for_organization(_organization(request)).filter(id=campaign_id).first()
+        )
         if campaign is None:
             return _error("not_found", "No such campaign.", 404)
         return Response(campaign_funnel(campaign=campaign))

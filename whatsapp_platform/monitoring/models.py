@@ -8,6 +8,7 @@ from django.db import models
 from campaigns.models import Campaign
 from conversations.models import Message
 from whatsapp_platform.models import Organization
+from whatsapp_platform.tenancy import TenantManager
 
 
 class TaskFailure(models.Model):
@@ -59,6 +60,10 @@ class AnalyticsEvent(models.Model):
     properties = models.JSONField(default=dict, blank=True)
     occurred_at = models.DateTimeField()
     received_at = models.DateTimeField(auto_now_add=True)
+
+    objects = models.Manager()
+    # The API's manager: rows only for one organization (whatsapp_platform/tenancy.py).
+    tenant = TenantManager()
 
     class Meta:
         constraints = (
