@@ -430,6 +430,8 @@ LOGGING = {
         # The openai library's HTTP client logs every request at INFO.
         "httpx2": {"level": "WARNING"},
         "openai": {"level": "WARNING"},
+        # A worker's start-up and "ready" lines, whatever LOG_LEVEL: supervisors wait for them.
+        "celery.apps.worker": {"level": "INFO"},
     },
 }
 
