@@ -4,16 +4,18 @@ import json
 from argparse import ArgumentParser
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand
 from tqdm import tqdm
 
-from archival.management.commands._common import organization_id, run_summary
+from archival.management.commands._common import (
+    add_archive_arguments,
+    command_run_create,
+    run_summary,
+)
 from archival.models import ArchiveRun
 from archival.services import (
-    ArchiveJobBusy,
     archive_messages_preview,
     archive_messages_run,
-    archive_run_create,
 )
 
 
@@ -21,24 +23,10 @@ class Command(BaseCommand):
     help = "Archive old messages, webhook events and campaign audiences now, with a progress bar."
 
     def add_arguments(self, parser: ArgumentParser) -> None:
-        parser.add_argument("--dry-run", action="store_true", help="Report only; change nothing.")
-        parser.add_argument("--older-than", type=int, metavar="DAYS")
-        parser.add_argument("--batch-size", type=int)
-        parser.add_argument("--organization", help="An organization id or slug.")
+        add_archive_arguments(parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
-        org_id = organization_id(options["organization"])
-        try:
-            run = archive_run_create(
-                job_type=ArchiveRun.JobType.MESSAGES,
-                triggered_by=ArchiveRun.Trigger.COMMAND,
-                dry_run=options["dry_run"],
-                older_than_days=options["older_than"],
-                batch_size=options["batch_size"],
-                organization_id=org_id,
-            )
-        except ArchiveJobBusy as busy:
-            raise CommandError(str(busy)) from None
+        run, org_id = command_run_create(ArchiveRun.JobType.MESSAGES, options)
         total = sum(
             archive_messages_preview(
                 older_than_days=options["older_than"], organization_id=org_id
