@@ -66,6 +66,15 @@ def read_archive(
     return lines
 
 
+def messages_job_free() -> bool:
+    """No process holds the messages job: a run's task has returned, not just recorded."""
+    from archival.models import ArchiveRun
+    from archival.services import job_lock
+
+    with job_lock(ArchiveRun.JobType.MESSAGES) as taken:
+        return taken
+
+
 def make_old(queryset: Any, days: int, field: str = "created_at") -> None:
     queryset.update(**{field: timezone.now() - timedelta(days=days)})
 

@@ -14,7 +14,7 @@ from django_celery_beat.models import PeriodicTask
 from archival.models import ArchiveRun
 from archival.schedule import next_runs
 from conversations.models import Message
-from tests.archival.conftest import old_messages
+from tests.archival.conftest import messages_job_free, old_messages
 from tests.conftest import wait_for
 from whatsapp_platform.lib.storage import ArchiveStorage
 from whatsapp_platform.services import api_key_create
@@ -167,6 +167,7 @@ def test_a_triggered_run_is_done_by_the_worker_on_the_archival_queue(
     run = ArchiveRun.objects.get(id=run_id)
     assert (run.state, run.rows_archived) == ("succeeded", 3)
     assert not Message.objects.filter(id__in=[m.id for m in messages]).exists()
+    wait_for(messages_job_free, timeout=30)  # the worker is done with the run, not just its record
 
 
 def test_archive_days_alternate_through_month_and_year_ends() -> None:

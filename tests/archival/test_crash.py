@@ -15,18 +15,12 @@ from django.conf import settings
 from django.core.management import call_command
 
 from archival.models import ArchiveBatch, ArchiveRun
-from archival.services import job_lock
 from conversations.models import Message
-from tests.archival.conftest import old_messages, read_archive
+from tests.archival.conftest import messages_job_free, old_messages, read_archive
 from tests.conftest import ROOT, _database_url, wait_for
 from whatsapp_platform.lib.storage import ArchiveStorage
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def _lock_free() -> bool:
-    with job_lock(ArchiveRun.JobType.MESSAGES) as taken:
-        return taken
 
 
 def test_a_run_killed_after_an_upload_leaves_one_copy_and_loses_nothing(
@@ -68,7 +62,7 @@ def test_a_run_killed_after_an_upload_leaves_one_copy_and_loses_nothing(
     assert storage.size(paused_key) is not None
     assert ArchiveBatch.objects.filter(state="stored").count() == 1
     assert Message.objects.filter(id__in=ids).count() == 5
-    wait_for(_lock_free, timeout=30)
+    wait_for(messages_job_free, timeout=30)
 
     call_command("archive_messages", "--batch-size", "2", stdout=StringIO())
 
