@@ -49,7 +49,7 @@ def _flush_retrying_deadlocks() -> None:
     from django.db import OperationalError
     from django.test import TransactionTestCase
 
-    flush = TransactionTestCase._fixture_teardown
+    flush = getattr(TransactionTestCase, "_fixture_teardown")  # noqa: B009 (private, untyped)
 
     def teardown(self: TransactionTestCase) -> None:
         for attempt in range(5):
@@ -62,7 +62,7 @@ def _flush_retrying_deadlocks() -> None:
                 sys.stderr.write(f"flush failed ({exc.__cause__ or exc}); trying again\n")
                 time.sleep(0.5)
 
-    TransactionTestCase._fixture_teardown = teardown  # type: ignore[method-assign]
+    setattr(TransactionTestCase, "_fixture_teardown", teardown)  # noqa: B010
 
 
 _flush_retrying_deadlocks()
