@@ -237,7 +237,7 @@ def _meta_items(
     items: list[tuple[Channel | None, Any]] = []
     for routed in parsing.iter_meta_items(payload):
         if isinstance(routed.item, parsing.TemplateStatusUpdate):
-            owners = list(by_waba.get(routed.route, {}).values()) or [None]
+            owners: list[Channel | None] = [*by_waba.get(routed.route, {}).values()] or [None]
             items.extend((owner, routed.item) for owner in owners)
             continue
         channel = by_phone.get(routed.route)

@@ -25,7 +25,7 @@ from tests.isolation.conftest import change_url, member
 from webhooks.models import WebhookEvent
 from webhooks.services import webhook_event_process
 from webhooks.signature import meta_signature
-from whatsapp_platform.models import Channel
+from whatsapp_platform.models import Channel, Membership
 from whatsapp_platform.monitoring.models import TaskFailure
 
 pytestmark = pytest.mark.django_db
@@ -319,9 +319,36 @@ def test_the_audience_upload_of_another_organizations_campaign_imports_nothing(t
     upload = client.post(url, {"file": _csv("phone,1\n+447911123461,A-1\n")})
     not_a_number = client.post("/admin/campaigns/campaign/abc/audience/")
 
-    assert upload.status_code in (302, 404)
+    change_not_a_number = client.get("/admin/campaigns/campaign/abc/change/")
+
+    assert upload.status_code == 404
     assert draft.audience.count() == 0
-    assert not_a_number.status_code in (302, 404)
+    assert not_a_number.status_code == 404
+    assert change_not_a_number.status_code == 302  # "does not exist", as for any unknown id
+
+
+def test_rows_are_added_only_to_organizations_whose_role_allows_it(tenants) -> None:
+    acme, globex = tenants
+    client = member("admin", acme.organization)
+    user = User.objects.get(username=f"admin-{acme.organization.slug}")
+    Membership.objects.create(user=user, organization=globex.organization, role="viewer")
+
+    form = client.get(reverse("admin:whatsapp_platform_channel_add")).content.decode()
+    saved = client.post(
+        reverse("admin:whatsapp_platform_channel_add"),
+        {
+            "organization": globex.organization.id,
+            "name": "Planted",
+            "provider": "console",
+            "sender": "whatsapp:+15550001111",
+            "messages_per_second": 80,
+        },
+    )
+
+    assert f'value="{acme.organization.id}"' in form
+    assert f'value="{globex.organization.id}"' not in form
+    assert saved.status_code == 200  # the form again, with the choice refused
+    assert not Channel.objects.filter(name="Planted").exists()
 
 
 def test_sync_all_templates_syncs_the_members_own_channels_only(tenants) -> None:
@@ -336,18 +363,9 @@ def test_sync_all_templates_syncs_the_members_own_channels_only(tenants) -> None
 # --- 4. Template statuses on a shared WABA ------------------------------------------------
 
 
-def test_a_template_status_applies_to_the_organization_whose_channel_signed_it(tenants) -> None:
-    acme, globex = tenants
-    waba_id = "102290129340398"
-    Channel.objects.filter(id=acme.channel.id).update(waba_id=waba_id, app_secret="acme-secret")
-    # Globex's channel names the same WABA id (a misconfiguration), with its own app.
-    globex_channel = ChannelFactory(
-        organization=globex.organization, waba_id=waba_id, app_secret="globex-secret"
-    )
-    ours = MessageTemplateFactory(channel=acme.channel, name="order_update", language="en_US")
-    theirs = MessageTemplateFactory(channel=globex_channel, name="order_update", language="en_US")
-    running = CampaignFactory(template=theirs, status=Campaign.Status.RUNNING)
-    body = json.dumps(
+def _template_status_body(waba_id: str) -> str:
+    """Meta's template status webhook: it names the WABA, never a phone number."""
+    return json.dumps(
         {
             "object": "whatsapp_business_account",
             "entry": [
@@ -369,6 +387,20 @@ def test_a_template_status_applies_to_the_organization_whose_channel_signed_it(t
             ],
         }
     )
+
+
+def test_a_template_status_applies_to_the_organization_whose_channel_signed_it(tenants) -> None:
+    acme, globex = tenants
+    waba_id = "102290129340398"
+    Channel.objects.filter(id=acme.channel.id).update(waba_id=waba_id, app_secret="acme-secret")
+    # Globex's channel names the same WABA id (a misconfiguration), with its own app.
+    globex_channel = ChannelFactory(
+        organization=globex.organization, waba_id=waba_id, app_secret="globex-secret"
+    )
+    ours = MessageTemplateFactory(channel=acme.channel, name="order_update", language="en_US")
+    theirs = MessageTemplateFactory(channel=globex_channel, name="order_update", language="en_US")
+    running = CampaignFactory(template=theirs, status=Campaign.Status.RUNNING)
+    body = _template_status_body(waba_id)
     event = WebhookEvent.objects.create(
         provider="meta",
         organization=acme.organization,
@@ -386,3 +418,37 @@ def test_a_template_status_applies_to_the_organization_whose_channel_signed_it(t
     assert ours.status == MessageTemplate.Status.PAUSED
     assert theirs.status == MessageTemplate.Status.APPROVED
     assert running.status == Campaign.Status.RUNNING
+
+
+def test_a_template_status_on_a_waba_connected_twice_applies_to_each_signers_own_copy(
+    tenants,
+) -> None:
+    """An agency connects one WABA to two organizations through one Meta app: Meta changed
+    the template of that account, so each organization's own copy follows."""
+    acme, globex = tenants
+    waba_id = "102290129340398"
+    Channel.objects.filter(id__in=[acme.channel.id, globex.channel.id]).update(
+        waba_id=waba_id, app_secret="agency-secret"
+    )
+    copies = [
+        MessageTemplateFactory(channel=channel, name="order_update", language="en_US")
+        for channel in (acme.channel, globex.channel)
+    ]
+    other = ChannelFactory(organization=globex.organization, waba_id="999", app_secret="x")
+    elsewhere = MessageTemplateFactory(channel=other, name="order_update", language="en_US")
+    body = _template_status_body(waba_id)
+    event = WebhookEvent.objects.create(
+        provider="meta",
+        body=body,
+        kind=WebhookEvent.Kind.TEMPLATE_STATUS,
+        dedupe_key="template-status-2",
+        signature=meta_signature(body.encode(), "agency-secret"),
+    )
+
+    webhook_event_process(event_id=event.id)
+
+    for template in (*copies, elsewhere):
+        template.refresh_from_db()
+    assert [t.status for t in copies] == [MessageTemplate.Status.PAUSED] * 2
+    assert elsewhere.status == MessageTemplate.Status.APPROVED
+    assert WebhookEvent.objects.get(id=event.id).state == WebhookEvent.State.PROCESSED
