@@ -7,6 +7,7 @@ from django.http import HttpRequest
 from archival.models import ArchiveBatch, ArchiveRun
 from archival.services import ArchiveJobBusy, archive_run_trigger
 from conversations.admin import ReadOnlyAdmin
+from whatsapp_platform.admin import PlatformAdmin
 
 
 class ArchiveBatchInline(admin.TabularInline):  # type: ignore[type-arg]
@@ -19,8 +20,9 @@ class ArchiveBatchInline(admin.TabularInline):  # type: ignore[type-arg]
     show_change_link = False
 
 
+# Archival runs and batches span every organization (one run archives them all): superusers.
 @admin.register(ArchiveRun)
-class ArchiveRunAdmin(ReadOnlyAdmin):
+class ArchiveRunAdmin(PlatformAdmin, ReadOnlyAdmin):
     list_display = (
         "id",
         "created_at",
@@ -50,7 +52,7 @@ class ArchiveRunAdmin(ReadOnlyAdmin):
 
 
 @admin.register(ArchiveBatch)
-class ArchiveBatchAdmin(ReadOnlyAdmin):
+class ArchiveBatchAdmin(PlatformAdmin, ReadOnlyAdmin):
     list_display = ("key", "kind", "day", "state", "row_count", "size", "run")
     list_filter = ("kind", "state")
     search_fields = ("key",)

@@ -23,7 +23,7 @@ from archival.services import ArchiveJobBusy, archive_run_trigger
 from conversations.models import Contact
 from whatsapp_platform.authentication import ApiClient, ApiKeyAuthentication
 from whatsapp_platform.models import Membership
-from whatsapp_platform.roles import member_organization_ids
+from whatsapp_platform.roles import is_platform_operator, member_organization_ids
 
 TAGS = ["Archival (staff)"]
 # Every staff endpoint refuses anonymous callers (401) and non-staff users and API keys (403).
@@ -41,10 +41,8 @@ class IsStaff(BasePermission):
             and bool(user and user.is_authenticated)
             and bool(getattr(user, "is_staff", False))
             # Archival spans organizations: members of organizations only erase their own
-            # contacts (ContactEraseApi); platform staff do the rest.
-            and (
-                getattr(view, "members_allowed", False) or member_organization_ids(user, ()) is None
-            )
+            # contacts (ContactEraseApi); superusers do the rest.
+            and (getattr(view, "members_allowed", False) or is_platform_operator(user))
         )
 
 

@@ -8,8 +8,8 @@ from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Count, Q, QuerySet
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
-from django.shortcuts import get_object_or_404, redirect
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
@@ -21,6 +21,7 @@ from campaigns.selectors import campaign_preview
 from campaigns.stats import campaign_stats
 from conversations.models import Message
 from whatsapp_platform.admin import OrganizationScopedAdmin
+from whatsapp_platform.models import Channel
 
 RECIPIENTS_SHOWN = 50
 
@@ -55,7 +56,7 @@ class MessageTemplateAdmin(OrganizationScopedAdmin):  # type: ignore[type-arg]
         permissions=("change",),
     )
     def sync_channels(self, request: HttpRequest, queryset: QuerySet[MessageTemplate]) -> None:
-        channel_ids = set(queryset.values_list("channel_id", flat=True))
+        channel_ids = {t.channel_id for t in self.rows_allowed(request, queryset, "change")}
         count = template_sync.templates_sync_schedule(channel_ids=channel_ids)
         self.message_user(request, f"Template sync queued for {count} channel(s).")
 
@@ -68,7 +69,17 @@ class MessageTemplateAdmin(OrganizationScopedAdmin):  # type: ignore[type-arg]
     def sync_all_view(self, request: HttpRequest) -> HttpResponse:
         if request.method != "POST" or not self.has_change_permission(request):
             raise PermissionDenied
-        count = template_sync.templates_sync_schedule()
+        # "All" is every channel for superusers, the person's own organizations' for members.
+        channel_ids = (
+            list(
+                Channel.tenant.for_organizations(
+                    self._writable_organization_ids(request)
+                ).values_list("id", flat=True)
+            )
+            if self._scoped(request)
+            else None
+        )
+        count = template_sync.templates_sync_schedule(channel_ids=channel_ids)
         self.message_user(request, f"Template sync queued for {count} channel(s).")
         return redirect("admin:campaigns_messagetemplate_changelist")
 
@@ -78,14 +89,21 @@ def _error_text(exc: ValidationError | PermissionDenied | AudienceFileError) -> 
 
 
 def _run_for_each(
-    admin_: admin.ModelAdmin,  # type: ignore[type-arg]
+    admin_: OrganizationScopedAdmin,
     request: HttpRequest,
     queryset: QuerySet[Campaign],
     verb: str,
     service: Callable[[Campaign], Any],
+    action: str = "change",
 ) -> None:
+    """Each selected campaign, checked against the role in its own organization."""
     done = 0
     for campaign in queryset:
+        if not admin_._allowed(request, action, campaign):
+            admin_.message_user(
+                request, f"{campaign}: your role does not allow this.", messages.ERROR
+            )
+            continue
         try:
             service(campaign)
         except (ValidationError, PermissionDenied) as exc:
@@ -254,9 +272,8 @@ class CampaignAdmin(OrganizationScopedAdmin):  # type: ignore[type-arg]
         form_url: str = "",
         extra_context: dict[str, Any] | None = None,
     ) -> HttpResponse:
-        campaign = (
-            Campaign.objects.select_related("template", "channel").filter(pk=object_id).first()
-        )
+        # Through the person's own organizations, and None for an id that is not a number.
+        campaign = self.get_object(request, object_id)
         context = dict(extra_context or {})
         if campaign is not None:
             context.update(
@@ -275,7 +292,9 @@ class CampaignAdmin(OrganizationScopedAdmin):  # type: ignore[type-arg]
         return super().change_view(request, object_id, form_url, extra_context=context)
 
     def audience_upload_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
-        campaign = get_object_or_404(Campaign, pk=object_id)
+        campaign = self.get_object(request, object_id)
+        if campaign is None:
+            raise Http404("No such campaign.")
         change_url = reverse("admin:campaigns_campaign_change", args=(campaign.pk,))
         if request.method != "POST" or not self.has_change_permission(request, campaign):
             return HttpResponseRedirect(change_url)
@@ -314,7 +333,7 @@ class CampaignAdmin(OrganizationScopedAdmin):  # type: ignore[type-arg]
 
     # --- Workflow actions -----------------------------------------------------------------------
 
-    @admin.action(description="Submit for approval")
+    @admin.action(description="Submit for approval", permissions=("change",))
     def submit(self, request: HttpRequest, queryset: QuerySet[Campaign]) -> None:
         _run_for_each(
             self,
@@ -332,6 +351,7 @@ class CampaignAdmin(OrganizationScopedAdmin):  # type: ignore[type-arg]
             queryset,
             "Approved",
             lambda c: services.campaign_approve(campaign_id=c.id, user=request.user),
+            action="approve",
         )
 
     @admin.action(description="Reject", permissions=("approve",))
@@ -344,9 +364,10 @@ class CampaignAdmin(OrganizationScopedAdmin):  # type: ignore[type-arg]
             lambda c: services.campaign_reject(
                 campaign_id=c.id, user=request.user, reason="Rejected in the admin."
             ),
+            action="approve",
         )
 
-    @admin.action(description="Schedule at its scheduled time")
+    @admin.action(description="Schedule at its scheduled time", permissions=("change",))
     def schedule(self, request: HttpRequest, queryset: QuerySet[Campaign]) -> None:
         def schedule_one(campaign: Campaign) -> Campaign:
             if campaign.scheduled_for is None:
@@ -355,7 +376,7 @@ class CampaignAdmin(OrganizationScopedAdmin):  # type: ignore[type-arg]
 
         _run_for_each(self, request, queryset, "Scheduled", schedule_one)
 
-    @admin.action(description="Launch now")
+    @admin.action(description="Launch now", permissions=("change",))
     def launch(self, request: HttpRequest, queryset: QuerySet[Campaign]) -> None:
         _run_for_each(
             self,
@@ -365,7 +386,7 @@ class CampaignAdmin(OrganizationScopedAdmin):  # type: ignore[type-arg]
             lambda c: services.campaign_launch(campaign_id=c.id),
         )
 
-    @admin.action(description="Pause")
+    @admin.action(description="Pause", permissions=("change",))
     def pause(self, request: HttpRequest, queryset: QuerySet[Campaign]) -> None:
         _run_for_each(
             self,
@@ -375,7 +396,7 @@ class CampaignAdmin(OrganizationScopedAdmin):  # type: ignore[type-arg]
             lambda c: services.campaign_pause(campaign_id=c.id, reason="Paused in the admin."),
         )
 
-    @admin.action(description="Resume")
+    @admin.action(description="Resume", permissions=("change",))
     def resume(self, request: HttpRequest, queryset: QuerySet[Campaign]) -> None:
         _run_for_each(
             self,
@@ -385,7 +406,7 @@ class CampaignAdmin(OrganizationScopedAdmin):  # type: ignore[type-arg]
             lambda c: services.campaign_resume(campaign_id=c.id),
         )
 
-    @admin.action(description="Cancel")
+    @admin.action(description="Cancel", permissions=("change",))
     def cancel(self, request: HttpRequest, queryset: QuerySet[Campaign]) -> None:
         _run_for_each(
             self,

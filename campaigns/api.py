@@ -1,7 +1,7 @@
 """REST API of campaigns, scoped to the API key's organization.
 
-Approval is a person's decision: approve and reject answer only a staff user with the approve
-permission, through a session or basic auth, never an API key.
+Approval is a person's decision: approve and reject answer only an approver or admin of the
+campaign's organization (or a superuser), through a session or basic auth, never an API key.
 """
 
 from __future__ import annotations
@@ -423,15 +423,15 @@ class CampaignCancelApi(CampaignActionApi):
 
 
 APPROVAL_AUTH = (
-    "Answers a staff user with the campaigns.approve_campaign permission, through a session "
-    "or basic auth, who did not submit the campaign; an API key gets 403."
+    "Answers an approver or admin of the campaign's organization (or a superuser), through a "
+    "session or basic auth, who did not submit the campaign; an API key gets 403."
 )
 
 
 class IsApprover(BasePermission):
     message = (
-        "Approving and rejecting need a staff user with the approve permission, signed in or "
-        "through basic auth; API keys cannot approve."
+        "Approving and rejecting need an approver or admin of the campaign's organization, "
+        "signed in or through basic auth; API keys cannot approve."
     )
 
     def has_permission(self, request: Request, view: APIView) -> bool:
@@ -444,14 +444,14 @@ class IsApprover(BasePermission):
 
 
 class CampaignApprovalApi(CampaignActionApi):
-    """Staff approvers: platform-wide by the permission, or per organization by role."""
+    """People who approve: organization approvers and admins, and superusers."""
 
     authentication_classes = (ApiKeyAuthentication, SessionAuthentication, BasicAuthentication)
     permission_classes = (IsApprover,)
 
     def campaign(self, request: Request, campaign_id: int) -> Campaign:
-        # Platform approvers decide on any organization's campaigns; organization approvers
-        # and admins on their own organizations' only.
+        # Superusers decide on any organization's campaigns; approvers and admins on their own
+        # organizations' only: another organization's campaign is not found.
         organization_ids = approvable_organization_ids(request.user)
         campaigns = (
             Campaign.objects.all()

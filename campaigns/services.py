@@ -320,15 +320,20 @@ def campaign_complete(campaign_id: int) -> Campaign:
 
 
 def template_status_apply(
-    *, waba_id: str, name: str, language: str, status: str, reason: str
+    *, organization_id: int, waba_id: str, name: str, language: str, status: str, reason: str
 ) -> int:
-    """Keep the copy of a provider template current; pause the campaigns it can no longer send.
+    """Keep the organization's copies of a provider template current; pause the campaigns it
+    can no longer send.
 
+    Only the organization's own templates: another organization may name the same WABA id
+    (the same account connected twice, or a mistake), and its copies are its own.
     Returns the number of templates updated.
     """
     if status not in MessageTemplate.Status.values:
         raise ValueError(f"Unknown template status {status!r}.")
-    templates = MessageTemplate.objects.filter(channel__waba_id=waba_id, name=name)
+    templates = MessageTemplate.objects.filter(
+        organization_id=organization_id, channel__waba_id=waba_id, name=name
+    )
     if language:
         templates = templates.filter(language=language)
     template_ids = list(templates.values_list("id", flat=True))

@@ -230,14 +230,16 @@ class ConversationAdmin(OrganizationScopedAdmin):  # type: ignore[type-arg]
         else:
             self.message_user(request, "The reply is on its way.", messages.SUCCESS)
 
-    @admin.action(description="Hand over to a human (pause AI replies)")
+    @admin.action(description="Hand over to a human (pause AI replies)", permissions=("change",))
     def hand_over(self, request: HttpRequest, queryset: QuerySet[Conversation]) -> None:
-        count = sum(conversation_handover(conversation_id=c.id, reason="admin") for c in queryset)
+        allowed = self.rows_allowed(request, queryset, "change")
+        count = sum(conversation_handover(conversation_id=c.id, reason="admin") for c in allowed)
         self.message_user(request, f"{count} conversation(s) handed over.", messages.SUCCESS)
 
-    @admin.action(description="Resume AI replies")
+    @admin.action(description="Resume AI replies", permissions=("change",))
     def resume_ai(self, request: HttpRequest, queryset: QuerySet[Conversation]) -> None:
-        count = sum(conversation_resume(conversation_id=c.id) for c in queryset)
+        allowed = self.rows_allowed(request, queryset, "change")
+        count = sum(conversation_resume(conversation_id=c.id) for c in allowed)
         self.message_user(request, f"AI replies resumed in {count} conversation(s).")
 
 
@@ -290,7 +292,7 @@ def _budget_spent(organization_id: int) -> bool:
 
 
 @admin.register(OrganizationAiUsage)
-class OrganizationAiUsageAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class OrganizationAiUsageAdmin(OrganizationScopedAdmin):  # type: ignore[type-arg]
     list_display = ("name", "tokens_this_month", "tokens_total", "budget")
     search_fields = ("name",)
 

@@ -8,10 +8,14 @@ from conversations.admin import ReadOnlyAdmin
 from webhooks.models import WebhookEvent
 from webhooks.services import webhook_events_replay
 from whatsapp_platform.admin import OrganizationScopedAdmin
+from whatsapp_platform.roles import is_platform_operator
 
 
 @admin.register(WebhookEvent)
 class WebhookEventAdmin(OrganizationScopedAdmin, ReadOnlyAdmin):
+    """Members see their organizations' events; unroutable ones (no organization) only
+    superusers."""
+
     list_display = ("id", "received_at", "provider", "organization", "kind", "state", "attempts")
     list_filter = ("provider", "kind", "state", "organization")
     search_fields = ("dedupe_key",)
@@ -20,7 +24,11 @@ class WebhookEventAdmin(OrganizationScopedAdmin, ReadOnlyAdmin):
     show_full_result_count = False
     actions = ("replay",)
 
-    @admin.action(description="Replay (failed, unroutable or stuck events)")
+    # Replaying routes an event anew, to whichever organization's channel it names now, and
+    # unroutable events belong to no organization: an operations tool for superusers.
+    @admin.action(
+        description="Replay (failed, unroutable or stuck events)", permissions=("replay",)
+    )
     def replay(self, request: HttpRequest, queryset: QuerySet[WebhookEvent]) -> None:
         count = webhook_events_replay(event_ids=list(queryset.values_list("id", flat=True)))
         skipped = queryset.count() - count
@@ -29,3 +37,6 @@ class WebhookEventAdmin(OrganizationScopedAdmin, ReadOnlyAdmin):
             self.message_user(
                 request, f"{skipped} event(s) were already processed or ignored.", messages.WARNING
             )
+
+    def has_replay_permission(self, request: HttpRequest) -> bool:
+        return is_platform_operator(request.user)

@@ -134,6 +134,7 @@ def _apply(channel: Channel, item: Any) -> bool:
         )
     elif isinstance(item, parsing.TemplateStatusUpdate):
         template_status_apply(
+            organization_id=channel.organization_id,
             waba_id=item.waba_id,
             name=item.name,
             language=item.language,
@@ -227,14 +228,19 @@ def _meta_items(
     # secret never vouches for another tenant's number.
     trusted = [c for c in channels if meta_signature_valid(body, event.signature, c.app_secret)]
     by_phone = {c.phone_number_id: c for c in trusted}
-    by_waba = {c.waba_id: c for c in trusted if c.waba_id}
+    # A template status names only its WABA. It goes to each organization with a channel on
+    # that WABA whose secret signed the body, once, and each applies it to its own templates.
+    by_waba: dict[str, dict[int, Channel]] = {}
+    for signer in sorted(trusted, key=lambda channel: channel.id):
+        if signer.waba_id:
+            by_waba.setdefault(signer.waba_id, {}).setdefault(signer.organization_id, signer)
     items: list[tuple[Channel | None, Any]] = []
     for routed in parsing.iter_meta_items(payload):
-        channel = by_phone.get(routed.route) or (
-            by_waba.get(routed.route)
-            if isinstance(routed.item, parsing.TemplateStatusUpdate)
-            else None
-        )
+        if isinstance(routed.item, parsing.TemplateStatusUpdate):
+            owners: list[Channel | None] = [*by_waba.get(routed.route, {}).values()] or [None]
+            items.extend((owner, routed.item) for owner in owners)
+            continue
+        channel = by_phone.get(routed.route)
         if channel is None and isinstance(routed.item, parsing.UnknownItem):
             channel = next(iter(trusted), None)  # nothing to route: stored and ignored
         items.append((channel, routed.item))

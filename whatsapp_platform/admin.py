@@ -4,44 +4,81 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.utils import get_fields_from_path
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from whatsapp_platform.models import ApiKey, Channel, Membership, Organization
-from whatsapp_platform.roles import organization_id_of, organization_roles
+from whatsapp_platform.roles import (
+    is_platform_operator,
+    organization_id_of,
+    organization_roles,
+    role_grants,
+)
 
 
 class OrganizationScopedAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
-    """Members of organizations see and act on their own organizations' rows only.
+    """People see and act on their own organizations' rows only.
 
-    Pages are filtered through their memberships, each row's permissions are those of its
-    organization's role (whatsapp_platform/roles.py), and foreign-key choices are limited to
-    their organizations' rows. Superusers, and platform staff given Django permissions
-    directly with no membership, act on every organization.
+    Pages are filtered through their memberships (no membership: nothing), each row's
+    permissions are those of its organization's role (whatsapp_platform/roles.py), and
+    foreign-key choices and list filters name only their organizations' rows. Superusers act
+    on every organization.
     """
+
+    def _scoped(self, request: HttpRequest) -> bool:
+        return not request.user.is_superuser
 
     def _organization_ids(self, request: HttpRequest) -> list[int]:
         return list(organization_roles(request.user))
 
-    def _is_member_only(self, request: HttpRequest) -> bool:
-        return not request.user.is_superuser and bool(organization_roles(request.user))
+    def _writable_organization_ids(self, request: HttpRequest) -> list[int]:
+        """The organizations where the role may add or change this page's rows."""
+        opts = self.opts
+        return [
+            organization_id
+            for organization_id, role in organization_roles(request.user).items()
+            if any(
+                role_grants(role, f"{opts.app_label}.{action}_{opts.model_name}")
+                for action in ("add", "change")
+            )
+        ]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
         queryset = super().get_queryset(request)
-        if not self._is_member_only(request):
+        if not self._scoped(request):
             return queryset
         if self.model is Organization or issubclass(self.model, Organization):
             return queryset.filter(id__in=self._organization_ids(request))
         path = str(getattr(self.model, "TENANT_ORGANIZATION_PATH", "organization"))
         return queryset.filter(**{f"{path}__in": self._organization_ids(request)})
 
+    def get_list_filter(self, request: HttpRequest) -> Any:
+        # A related field's filter would list every organization's rows (their names): offer
+        # only the values of the rows this person sees.
+        filters = super().get_list_filter(request)
+        if not self._scoped(request):
+            return filters
+        scoped: list[Any] = []
+        for item in filters:
+            if isinstance(item, str) and get_fields_from_path(self.model, item)[-1].is_relation:
+                scoped.append((item, admin.RelatedOnlyFieldListFilter))
+            else:
+                scoped.append(item)
+        return scoped
+
     def _allowed(self, request: HttpRequest, action: str, obj: Any) -> bool:
-        if obj is None or not self._is_member_only(request):
+        if obj is None or not self._scoped(request):
             return True
         if organization_id_of(obj) not in organization_roles(request.user):
             return False
         opts = self.opts
         return request.user.has_perm(f"{opts.app_label}.{action}_{opts.model_name}", obj)
+
+    def rows_allowed(self, request: HttpRequest, queryset: QuerySet[Any], action: str) -> list[Any]:
+        """The selected rows whose own organization's role allows `action`: admin actions act
+        on these only, since a person can hold different roles in different organizations."""
+        return [obj for obj in queryset if self._allowed(request, action, obj)]
 
     def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return super().has_view_permission(request, obj) and self._allowed(request, "view", obj)
@@ -54,13 +91,33 @@ class OrganizationScopedAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
     def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
         related = db_field.related_model
-        if self._is_member_only(request):
-            ids = self._organization_ids(request)
+        if self._scoped(request):
+            # Rows are added or moved only into organizations whose role allows it.
+            ids = self._writable_organization_ids(request)
             if related is Organization:
                 kwargs["queryset"] = Organization.objects.filter(id__in=ids)
             elif hasattr(related, "tenant"):
                 kwargs["queryset"] = related.tenant.for_organizations(ids)
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+
+class PlatformAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    """Pages of the platform as a whole, not of one organization: superusers only."""
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return is_platform_operator(request.user)
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return is_platform_operator(request.user) and super().has_view_permission(request, obj)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return is_platform_operator(request.user) and super().has_add_permission(request)
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return is_platform_operator(request.user) and super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return is_platform_operator(request.user) and super().has_delete_permission(request, obj)
 
 
 class ChannelInline(admin.TabularInline):  # type: ignore[type-arg]
@@ -177,9 +234,14 @@ class ChannelAdmin(OrganizationScopedAdmin):  # type: ignore[type-arg]
     def has_credential_error(self, channel: Channel) -> bool:
         return bool(channel.credential_error)
 
-    @admin.action(description="Clear the credential error (credentials were fixed)")
+    @admin.action(
+        description="Clear the credential error (credentials were fixed)", permissions=("change",)
+    )
     def clear_credential_error(self, request: HttpRequest, queryset: QuerySet[Channel]) -> None:
-        count = queryset.update(credential_error="", credential_error_at=None)
+        ids = [channel.id for channel in self.rows_allowed(request, queryset, "change")]
+        count = Channel.objects.filter(id__in=ids).update(
+            credential_error="", credential_error_at=None
+        )
         self.message_user(request, f"Cleared {count} channel(s).")
 
 
@@ -210,7 +272,9 @@ class ApiKeyAdmin(OrganizationScopedAdmin):  # type: ignore[type-arg]
 
 
 @admin.register(Membership)
-class MembershipAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class MembershipAdmin(PlatformAdmin):  # type: ignore[type-arg]
+    """Who holds which role: granting roles is the platform operators' (superusers')."""
+
     list_display = ("user", "organization", "role", "created_at")
     list_filter = ("role", "organization")
     search_fields = ("user__username", "organization__name")

@@ -1,8 +1,12 @@
 """What each role of a membership allows, as Django permissions granted per organization.
 
-`MembershipBackend` answers `user.has_perm(...)`: without an object, whether any of the
-person's organizations grants it (so the admin shows the page); with an object, whether the
-object's own organization does. Superusers keep every permission through Django's own backend.
+Memberships are the only source of permissions. `MembershipBackend` answers
+`user.has_perm(...)`: without an object, whether any of the person's organizations grants it
+(so the admin shows the page); with an object, whether the object's own organization does.
+`PasswordBackend` signs people in and grants nothing: Django permissions and groups given
+directly are ignored, so no one reaches an organization's rows without a membership in it.
+Superusers, the platform's operators, have every permission (Django's `User.has_perm`) and are
+the only ones to see platform-wide pages.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib.auth.backends import BaseBackend, ModelBackend
+from django.contrib.auth.models import Permission
 from django.db import models
 
 from whatsapp_platform.models import Membership, Organization
@@ -71,6 +76,46 @@ def role_grants(role: str, perm: str, obj: models.Model | None = None) -> bool:
     return False
 
 
+class PasswordBackend(ModelBackend):
+    """Django's username and password sign-in, without its permissions: a permission given to
+    a user or a group directly would span every organization."""
+
+    def get_user_permissions(self, user_obj: Any, obj: Any = None) -> set[str]:
+        return set()
+
+    def get_group_permissions(self, user_obj: Any, obj: Any = None) -> set[str]:
+        return set()
+
+    def get_all_permissions(self, user_obj: Any, obj: Any = None) -> set[str]:
+        return set()
+
+    def has_perm(self, user_obj: Any, perm: str, obj: Any = None) -> bool:
+        return False
+
+    def has_module_perms(self, user_obj: Any, app_label: str) -> bool:
+        return False
+
+    def with_perm(
+        self,
+        perm: str | Permission,
+        is_active: bool = True,
+        include_superusers: bool = True,
+        obj: Any = None,
+    ) -> Any:
+        users = super().with_perm(perm, is_active=is_active, include_superusers=True, obj=obj)
+        return users.filter(is_superuser=True) if include_superusers else users.none()
+
+
+def is_platform_operator(user: Any) -> bool:
+    """Superusers: the only people who see what spans organizations (queues, dead letters,
+    archival runs, the dashboard)."""
+    return bool(
+        getattr(user, "is_authenticated", False)
+        and getattr(user, "is_active", False)
+        and getattr(user, "is_superuser", False)
+    )
+
+
 class MembershipBackend(BaseBackend):
     def has_perm(self, user_obj: Any, perm: str, obj: Any = None) -> bool:
         if not getattr(user_obj, "is_active", False):
@@ -91,32 +136,26 @@ class MembershipBackend(BaseBackend):
 
 
 def can_approve(user: Any, campaign: Any) -> bool:
-    """Superusers, platform approvers (the Django permission itself), and the admins and
-    approvers of the campaign's own organization."""
+    """Superusers, and the admins and approvers of the campaign's own organization."""
     if not getattr(user, "is_active", False):
         return False
-    if user.is_superuser or ModelBackend().has_perm(user, APPROVE_CAMPAIGN):
+    if user.is_superuser:
         return True
     return organization_roles(user).get(campaign.organization_id) in (Role.ADMIN, Role.APPROVER)
 
 
 def approvable_organization_ids(user: Any) -> list[int] | None:
     """The organizations whose campaigns the person may approve; None: every organization."""
-    if user.is_superuser or ModelBackend().has_perm(user, APPROVE_CAMPAIGN):
+    return member_organization_ids(user, (Role.ADMIN, Role.APPROVER))
+
+
+def member_organization_ids(user: Any, roles: tuple[str, ...]) -> list[int] | None:
+    """The organizations where the person has one of these roles (none without a membership);
+    None for superusers, who act on every organization."""
+    if is_platform_operator(user):
         return None
     return [
         organization_id
         for organization_id, role in organization_roles(user).items()
-        if role in (Role.ADMIN, Role.APPROVER)
+        if role in roles
     ]
-
-
-def member_organization_ids(user: Any, roles: tuple[str, ...]) -> list[int] | None:
-    """The organizations where a member has one of these roles; None for superusers and for
-    platform staff without memberships, who act on every organization."""
-    if getattr(user, "is_superuser", False):
-        return None
-    memberships = organization_roles(user)
-    if not memberships:
-        return None
-    return [organization_id for organization_id, role in memberships.items() if role in roles]

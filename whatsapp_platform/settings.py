@@ -85,9 +85,10 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
-# Superusers and Django's own permissions, then what people's organization roles allow.
+# Password sign-in, then what people's organization roles allow: permissions come only from
+# memberships (and superusers have them all), never from Django permissions given directly.
 AUTHENTICATION_BACKENDS = [
-    "django.contrib.auth.backends.ModelBackend",
+    "whatsapp_platform.roles.PasswordBackend",
     "whatsapp_platform.roles.MembershipBackend",
 ]
 

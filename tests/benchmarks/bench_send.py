@@ -239,7 +239,7 @@ def main() -> None:
 
         os.environ["DJANGO_SETTINGS_MODULE"] = "whatsapp_platform.settings"
         django.setup()
-        from django.contrib.auth.models import Permission, User
+        from django.contrib.auth.models import User
         from django.db import connection as db
 
         from campaigns import services
@@ -283,9 +283,7 @@ def main() -> None:
         with db.cursor() as cursor:
             cursor.execute("ANALYZE")  # as autovacuum would after a bulk load
         submitter = User.objects.create_user("bench-sender")
-        approver = User.objects.create_user("bench-approver")
-        approver.user_permissions.add(Permission.objects.get(codename="approve_campaign"))
-        approver = User.objects.get(id=approver.id)
+        approver = User.objects.create_superuser("bench-approver")
         services.campaign_submit(campaign_id=campaign.id, user=submitter)
         services.campaign_approve(campaign_id=campaign.id, user=approver)
 

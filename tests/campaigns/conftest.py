@@ -3,7 +3,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import pytest
-from django.contrib.auth.models import Permission, User
+from django.contrib.auth.models import User
 
 from campaigns.models import Campaign, CampaignAudience
 from conversations.models import Contact
@@ -17,16 +17,14 @@ def sender() -> User:
 
 @pytest.fixture
 def approver() -> User:
-    user = User.objects.create_user("alice", password="pw", is_staff=True)
-    user.user_permissions.add(Permission.objects.get(codename="approve_campaign"))
-    return User.objects.get(id=user.id)
+    """A superuser, who approves any organization's campaigns (approvers by membership:
+    tests/isolation/test_roles.py)."""
+    return User.objects.create_superuser("alice", password="pw")
 
 
 @pytest.fixture
 def second_approver() -> User:
-    user = User.objects.create_user("bob", password="pw", is_staff=True)
-    user.user_permissions.add(Permission.objects.get(codename="approve_campaign"))
-    return User.objects.get(id=user.id)
+    return User.objects.create_superuser("bob", password="pw")
 
 
 def add_audience(campaign: Campaign, contacts: Iterable[Contact] | int) -> list[CampaignAudience]:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
-from django.contrib.auth.models import Permission, User
+from django.contrib.auth.models import User
 from django.utils import timezone
 
 from campaigns import services
@@ -48,9 +48,8 @@ def fake(provider_api: ProviderState) -> Iterator[ProviderState]:
 @pytest.fixture
 def users() -> tuple[User, User]:
     submitter = User.objects.create_user("sam", password="pw", is_staff=True)
-    approver = User.objects.create_user("alice", password="pw", is_staff=True)
-    approver.user_permissions.add(Permission.objects.get(codename="approve_campaign"))
-    return submitter, User.objects.get(id=approver.id)
+    approver = User.objects.create_superuser("alice", password="pw")
+    return submitter, approver
 
 
 def campaign_with_audience(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from django.contrib.auth.models import Permission, User
+from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.test import Client
 from django.urls import reverse
@@ -14,6 +14,7 @@ from django.utils import timezone
 from campaigns import services
 from campaigns.models import Campaign, MessageTemplate
 from tests.factories import CampaignFactory, MessageTemplateFactory
+from whatsapp_platform.models import Membership
 
 pytestmark = pytest.mark.django_db
 
@@ -90,11 +91,12 @@ def test_a_cancelled_campaign_stays_cancelled() -> None:
         services.campaign_resume(campaign_id=campaign.id)
 
 
-def _admin_client(user: User) -> Client:
-    for codename in ("view_campaign", "change_campaign"):
-        user.user_permissions.add(Permission.objects.get(codename=codename))
+def _admin_client(user: User, role: str | None = None, campaign: Campaign | None = None) -> Client:
+    """Signed in to the admin; with a role, a member of the campaign's organization."""
+    if role is not None and campaign is not None:
+        Membership.objects.create(user=user, organization=campaign.organization, role=role)
     client = Client()
-    client.force_login(User.objects.get(id=user.id))
+    client.force_login(user)
     return client
 
 
@@ -116,7 +118,7 @@ def test_admin_approve_action_works_for_approvers(sender, approver) -> None:
 def test_admin_does_not_offer_approval_to_senders(sender) -> None:
     campaign = CampaignFactory()
     services.campaign_submit(campaign_id=campaign.id, user=sender)
-    client = _admin_client(sender)
+    client = _admin_client(sender, "sender", campaign)
 
     page = client.get(reverse("admin:campaigns_campaign_changelist")).content.decode()
     client.post(

@@ -382,7 +382,7 @@ def main() -> int:
 
         os.environ["DJANGO_SETTINGS_MODULE"] = "whatsapp_platform.settings"
         django.setup()
-        from django.contrib.auth.models import Permission, User
+        from django.contrib.auth.models import User
         from django.db import connection as db
 
         from campaigns import services
@@ -464,9 +464,7 @@ def main() -> int:
         with db.cursor() as cursor:
             cursor.execute("ANALYZE")
         submitter = User.objects.create_user("chaos-sender")
-        approver = User.objects.create_user("chaos-approver")
-        approver.user_permissions.add(Permission.objects.get(codename="approve_campaign"))
-        approver = User.objects.get(id=approver.id)
+        approver = User.objects.create_superuser("chaos-approver")
         services.campaign_submit(campaign_id=campaign.id, user=submitter)
         services.campaign_approve(campaign_id=campaign.id, user=approver)
         db.close()

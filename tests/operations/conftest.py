@@ -1,4 +1,4 @@
-"""Fixtures of the operations tests: a staff user, an API caller, and a queue no worker reads."""
+"""Fixtures of the operations tests: a superuser, an API caller, and a queue no worker reads."""
 
 from __future__ import annotations
 
@@ -18,9 +18,8 @@ from whatsapp_platform.services import api_key_create
 
 @pytest.fixture
 def staff_client(client: Client) -> Client:
-    user = get_user_model().objects.create_user(
-        "operator", password="operator-password", is_staff=True
-    )
+    # The dashboard, the dead letters and the summary are the superusers'.
+    user = get_user_model().objects.create_superuser("operator", password="operator-password")
     client.force_login(user)
     return client
 

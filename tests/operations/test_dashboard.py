@@ -62,7 +62,7 @@ def browser() -> Iterator[webdriver.Chrome]:
 
 
 def _sign_in(browser: webdriver.Chrome, live_server: Any) -> None:
-    user = get_user_model().objects.create_user("operator", password="pw", is_staff=True)
+    user = get_user_model().objects.create_superuser("operator", password="pw")
     client = Client()
     client.force_login(user)
     # Set through DevTools, before any page loads: nothing else is requested.

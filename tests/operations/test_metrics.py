@@ -191,7 +191,7 @@ def test_metrics_need_the_bearer_token_when_one_is_set(gunicorn: str) -> None:
     assert good.status == 200
 
 
-def test_staff_session_reads_summary_with_queues_campaigns_and_alerts(
+def test_a_superusers_session_reads_summary_with_queues_campaigns_and_alerts(
     staff_client: Client, sqs_queues: dict[str, QueueSetup], settings: Any
 ) -> None:
     settings.METRICS_TOKEN = TOKEN
@@ -214,7 +214,7 @@ def test_metrics_report_sqs_down_instead_of_failing(
     assert b"sqs_up 0.0" in response.content
 
 
-def test_without_a_token_metrics_are_open_but_summary_and_alerts_need_staff(
+def test_without_a_token_metrics_are_open_but_summary_and_alerts_need_a_superuser(
     client: Client, sqs_queues: dict[str, QueueSetup], settings: Any
 ) -> None:
     settings.METRICS_TOKEN = ""
@@ -223,4 +223,4 @@ def test_without_a_token_metrics_are_open_but_summary_and_alerts_need_staff(
     for path in ("/monitoring/summary", "/monitoring/alerts"):
         response = client.get(path)
         assert response.status_code == 401
-        assert "staff" in response.json()["error"]
+        assert "superuser" in response.json()["error"]

@@ -5,7 +5,7 @@ from typing import Any
 from django.contrib import admin
 from django.http import HttpRequest
 
-from whatsapp_platform.admin import OrganizationScopedAdmin
+from whatsapp_platform.admin import OrganizationScopedAdmin, PlatformAdmin
 from whatsapp_platform.monitoring.analytics import campaign_funnel
 from whatsapp_platform.monitoring.models import AnalyticsEvent, CampaignFunnel, TaskFailure
 
@@ -23,8 +23,9 @@ class AnalyticsEventAdmin(OrganizationScopedAdmin):  # type: ignore[type-arg]
         return False
 
 
+# Failures of every organization's tasks, named by task and queue only: superusers.
 @admin.register(TaskFailure)
-class TaskFailureAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class TaskFailureAdmin(PlatformAdmin):  # type: ignore[type-arg]
     list_display = ("task", "kind", "queue", "error", "occurred_at")
     list_filter = ("kind", "queue")
     readonly_fields = ("task", "task_id", "queue", "kind", "error", "occurred_at")
@@ -51,9 +52,6 @@ class CampaignFunnelAdmin(OrganizationScopedAdmin):  # type: ignore[type-arg]
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
-
-    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return request.user.is_staff
 
     @admin.display(description="funnel")
     def funnel(self, campaign: CampaignFunnel) -> str:

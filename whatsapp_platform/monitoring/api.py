@@ -1,5 +1,5 @@
 """REST endpoints: queue status and analytics for API clients (their organization only), and the
-dead letters for staff."""
+dead letters for superusers."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.authentication import BasicAuthentication, SessionAuthentication
-from rest_framework.permissions import IsAdminUser
+from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -26,6 +26,7 @@ from whatsapp_platform.monitoring.analytics import (
     analytics_events_enqueue,
     campaign_funnel,
 )
+from whatsapp_platform.roles import is_platform_operator
 
 
 def _organization(request: Request) -> Organization:
@@ -181,17 +182,26 @@ class CampaignFunnelApi(APIView):
         return Response(campaign_funnel(campaign=campaign))
 
 
-# --- Dead letters (staff) -------------------------------------------------------------------
+# --- Dead letters (superusers) --------------------------------------------------------------
+
+
+class IsPlatformOperator(BasePermission):
+    # SQS dead-letter queues hold every organization's tasks, and a redrive or purge acts on
+    # all of them: no member of one organization may read or change them.
+    message = "Dead letters span every organization: superusers only."
+
+    def has_permission(self, request: Request, view: APIView) -> bool:
+        return is_platform_operator(request.user)
 
 
 class _StaffApi(APIView):
     authentication_classes = (SessionAuthentication, BasicAuthentication)
-    permission_classes = (IsAdminUser,)
+    permission_classes = (IsPlatformOperator,)
 
 
 class DeadLetterListApi(_StaffApi):
     @extend_schema(
-        summary="Dead letters of every queue, or of `?queue=` (staff)",
+        summary="Dead letters of every queue, or of `?queue=` (superusers)",
         responses={
             200: OpenApiTypes.OBJECT,
             400: MonitoringErrorOutput,
@@ -239,7 +249,7 @@ class _DeadLetterActionApi(_StaffApi):
 
 class DeadLetterRedriveApi(_DeadLetterActionApi):
     @extend_schema(
-        summary="Send chosen (`ids`) or all dead letters back to their queue (staff)",
+        summary="Send chosen (`ids`) or all dead letters back to their queue (superusers)",
         request=_DeadLetterActionApi.InputSerializer,
         responses={
             200: OpenApiTypes.OBJECT,
@@ -257,7 +267,7 @@ class DeadLetterRedriveApi(_DeadLetterActionApi):
 
 class DeadLetterPurgeApi(_DeadLetterActionApi):
     @extend_schema(
-        summary="Delete chosen (`ids`) or all dead letters (staff)",
+        summary="Delete chosen (`ids`) or all dead letters (superusers)",
         request=_DeadLetterActionApi.InputSerializer,
         responses={
             200: OpenApiTypes.OBJECT,

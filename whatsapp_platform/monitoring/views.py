@@ -1,6 +1,9 @@
 """Operations endpoints: health checks (open, for load balancers and orchestrators), metrics,
-summary and alerts (METRICS_TOKEN as a bearer token, or a staff session), and the staff
-dashboard."""
+summary and alerts (METRICS_TOKEN as a bearer token, or a superuser's session), and the
+dashboard (superusers).
+
+All but the health checks span organizations (every queue, every organization's traffic and
+campaigns), so they are the platform operators', the superusers', never members'."""
 
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.admin.views.decorators import staff_member_required
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseForbidden, JsonResponse
 from django.shortcuts import render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
@@ -20,6 +23,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from whatsapp_platform.monitoring import services
 from whatsapp_platform.monitoring.collectors import metrics_text
 from whatsapp_platform.monitoring.selectors import dashboard_data
+from whatsapp_platform.roles import is_platform_operator
 
 View = Callable[..., HttpResponse]
 
@@ -58,8 +62,8 @@ def health_workers(request: HttpRequest) -> JsonResponse:
     return _answer(ok, body)
 
 
-def _staff(request: HttpRequest) -> bool:
-    return bool(request.user.is_authenticated and request.user.is_staff)
+def _operator(request: HttpRequest) -> bool:
+    return is_platform_operator(request.user)
 
 
 def _token_valid(request: HttpRequest) -> bool:
@@ -74,7 +78,7 @@ def _token_valid(request: HttpRequest) -> bool:
 
 def _unauthorized() -> JsonResponse:
     response = JsonResponse(
-        {"error": "A valid bearer token (METRICS_TOKEN) or a staff session is required."},
+        {"error": "A valid bearer token (METRICS_TOKEN) or a superuser's session is required."},
         status=401,
     )
     response["WWW-Authenticate"] = 'Bearer realm="monitoring"'
@@ -82,10 +86,10 @@ def _unauthorized() -> JsonResponse:
 
 
 def _scraper_only(view: View) -> View:
-    """Metrics: open when METRICS_TOKEN is unset; else its bearer token or a staff session."""
+    """Metrics: open when METRICS_TOKEN is unset; else its bearer token or a superuser."""
 
     def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        if settings.METRICS_TOKEN and not (_token_valid(request) or _staff(request)):
+        if settings.METRICS_TOKEN and not (_token_valid(request) or _operator(request)):
             return _unauthorized()
         return view(request, *args, **kwargs)
 
@@ -93,10 +97,11 @@ def _scraper_only(view: View) -> View:
 
 
 def _operator_only(view: View) -> View:
-    """Summary and alerts name campaigns and channels: the token or a staff session, always."""
+    """Summary and alerts name every organization's campaigns and channels: the token or a
+    superuser's session, always."""
 
     def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        if not (_token_valid(request) or _staff(request)):
+        if not (_token_valid(request) or _operator(request)):
             return _unauthorized()
         return view(request, *args, **kwargs)
 
@@ -127,15 +132,29 @@ def alerts(request: HttpRequest) -> JsonResponse:
     )
 
 
+def _operator_page(view: View) -> View:
+    """The dashboard: people signed out go to the admin's login, staff who are not
+    superusers are refused."""
+
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if not _operator(request):
+            return HttpResponseForbidden(
+                "The dashboard shows every organization's traffic: superusers only."
+            )
+        return view(request, *args, **kwargs)
+
+    return staff_member_required(wraps(view)(wrapper))
+
+
 @require_GET
 @never_cache
-@staff_member_required
+@_operator_page
 def dashboard(request: HttpRequest) -> HttpResponse:
     return render(request, "monitoring/dashboard.html", {"refresh_seconds": 15})
 
 
 @require_GET
 @never_cache
-@staff_member_required
+@_operator_page
 def dashboard_json(request: HttpRequest) -> JsonResponse:
     return JsonResponse(dashboard_data())
