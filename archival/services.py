@@ -360,7 +360,7 @@ class _HashingWriter:
 def _id_array(ids: Iterable[int]) -> str:
     """Ids as one PostgreSQL array literal. psycopg2 would send a list as `ARRAY[1, 2, ...]`,
     which takes milliseconds per thousand ids to build (holding the GIL) and to parse."""
-    return "{" + ",".join(str(int(i)) for i in ids) + "}"
+    return "{" + ",".join(map(str, map(int, ids))) + "}"
 
 
 def _among(column: str, ids: list[int]) -> tuple[str, list[Any]]:
