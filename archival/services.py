@@ -458,7 +458,8 @@ def _relink_lines(source: Source, ids: list[int]) -> list[bytes]:
             )
             rows = cursor.fetchall()
         for row_id, value in rows:
-            if row_id not in wanted:
+            # A reply archived in the same batch keeps its link in its own line.
+            if model is not source.model or row_id not in wanted:
                 relink = {"id": row_id, "column": column, "value": value}
                 lines.append(json.dumps({"table": model._meta.db_table, "relink": relink}).encode())
     return lines
