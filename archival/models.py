@@ -125,7 +125,13 @@ class ArchiveBatch(models.Model):
 class ArchivedContact(models.Model):
     """A contact whose rows an archive batch holds: erasure rewrites exactly those objects."""
 
-    batch = models.ForeignKey(ArchiveBatch, on_delete=models.CASCADE, related_name="contacts")
+    # No database constraint: PostgreSQL would check it for each of the thousands of rows a
+    # batch records. These rows are written only in the transaction that marks their batch
+    # stored, and a batch is deleted only while uploading (before it has any) or by the ORM,
+    # which still cascades.
+    batch = models.ForeignKey(
+        ArchiveBatch, on_delete=models.CASCADE, related_name="contacts", db_constraint=False
+    )
     contact_id = models.BigIntegerField(db_index=True)
 
     def __str__(self) -> str:

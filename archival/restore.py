@@ -11,8 +11,9 @@ import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any
+from typing import Any, cast
 
+from django.apps import apps
 from django.db import connection, models, transaction
 from django.utils import timezone
 
@@ -32,6 +33,17 @@ RESTORE_ORDER: tuple[type[models.Model], ...] = (
     MediaAsset,
 )
 MODEL_BY_TABLE = {model._meta.db_table: model for model in RESTORE_ORDER}
+
+
+def _relinked_model(table: str) -> type[models.Model]:
+    """The model of a `relink` line: any row that pointed at an archived one (a reply, an AI
+    reply, an analytics event)."""
+    for model in apps.get_models():
+        if model._meta.db_table == table:
+            return model
+    raise LookupError(f"No model has the table {table!r}.")
+
+
 CHUNK = 1000
 
 
@@ -126,7 +138,9 @@ def _relink(relinks: Relinks) -> None:
     """References cleared when their target was archived, set again where both rows exist."""
     for model, relink in relinks:
         column = relink["column"]
-        if not model._default_manager.filter(pk=relink["value"]).exists():
+        field = next(f for f in model._meta.concrete_fields if f.column == column)
+        target = cast("type[models.Model]", field.related_model)
+        if not target._default_manager.filter(pk=relink["value"]).exists():
             continue
         model._default_manager.filter(pk=relink["id"], **{f"{column}__isnull": True}).update(
             **{column: relink["value"]}
@@ -148,11 +162,11 @@ def _restore_key(
     pending: dict[type[models.Model], list[dict[str, Any]]] = {m: [] for m in RESTORE_ORDER}
     with transaction.atomic():
         for line in archive_lines(storage, key):
-            model = MODEL_BY_TABLE[line["table"]]
             if "relink" in line:
-                relinks.append((model, line["relink"]))
+                relinks.append((_relinked_model(line["table"]), line["relink"]))
                 continue
-            pending[model].append(line["row"])  # a batch is bounded: ARCHIVE_BATCH_SIZE rows
+            # A batch is bounded: ARCHIVE_BATCH_SIZE rows.
+            pending[MODEL_BY_TABLE[line["table"]]].append(line["row"])
         for model in RESTORE_ORDER:
             for start in range(0, len(pending[model]), CHUNK):
                 _insert(model, pending[model][start : start + CHUNK], result, relinks)

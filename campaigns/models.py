@@ -167,12 +167,14 @@ class CampaignAudience(TimestampedModel):
     variables = models.JSONField(default=dict, blank=True)
     state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
     skip_reason = models.CharField(max_length=200, blank=True)
+    # Without a database constraint: see conversations.models.Message.reply_to.
     message = models.OneToOneField(
         Message,
         on_delete=models.SET_NULL,
         null=True,
         blank=True,
         related_name="campaign_audience",
+        db_constraint=False,
     )
 
     TENANT_ORGANIZATION_PATH = "campaign__organization"

@@ -223,8 +223,20 @@ class Message(TimestampedModel):
     failed_at = models.DateTimeField(null=True, blank=True)
     error_code = models.CharField(max_length=20, blank=True)
     error_message = models.TextField(blank=True)
+    # No database constraint on the five references to a message (this one, MediaAsset.message,
+    # AiReply.message, campaigns' CampaignAudience.message, monitoring's AnalyticsEvent.message):
+    # PostgreSQL would check each of them for every message deleted, which was most of the cost
+    # of an archival batch. `on_delete` still applies to every ORM delete, archival clears or
+    # takes along every reference itself (archival.services._references), and the rows that
+    # link to an existing message look it up, locked, in the transaction that links it
+    # (conversations.selectors.message_locked_for_link).
     reply_to = models.ForeignKey(
-        "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="replies"
+        "self",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="replies",
+        db_constraint=False,
     )
     # Meta's conversation and pricing objects from status updates, when present.
     billing = models.JSONField(default=dict, blank=True)
@@ -363,7 +375,10 @@ class MediaAsset(TimestampedModel):
     organization = models.ForeignKey(
         Organization, on_delete=models.CASCADE, related_name="media_assets"
     )
-    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="media")
+    # Without a database constraint: see Message.reply_to.
+    message = models.ForeignKey(
+        Message, on_delete=models.CASCADE, related_name="media", db_constraint=False
+    )
     provider_media_id = models.CharField(max_length=200, blank=True)
     url = models.URLField(max_length=2000, blank=True)
     mime_type = models.CharField(max_length=100, blank=True)
@@ -445,8 +460,14 @@ class AiReply(models.Model):
     conversation = models.ForeignKey(
         Conversation, on_delete=models.CASCADE, related_name="ai_replies"
     )
+    # Without a database constraint: see Message.reply_to.
     message = models.OneToOneField(
-        Message, on_delete=models.SET_NULL, null=True, blank=True, related_name="ai_reply"
+        Message,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="ai_reply",
+        db_constraint=False,
     )
     # The inbound messages answered: ids first_message_id..last_message_id of the conversation.
     first_message_id = models.BigIntegerField()

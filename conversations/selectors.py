@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 
+from django.db import connection, transaction
 from django.db.models import QuerySet
 
 from conversations.models import Message
@@ -14,6 +16,30 @@ def _messages(organization: Organization) -> QuerySet[Message]:
     return Message.tenant.for_organization(organization).select_related(
         "channel", "contact", "campaign_audience"
     )
+
+
+def message_ids_locked_for_link(*, ids: Iterable[int]) -> set[int]:
+    """Of these messages, the ones that still exist, each locked until the transaction ends
+    the way a foreign-key check locks it (FOR KEY SHARE).
+
+    References to a message have no database constraint (see Message.reply_to), so a row that
+    links an existing message calls this in the transaction that writes the link: archival's
+    delete then waits for that commit and clears the link, and a message archived meanwhile
+    is not returned. Status updates of the message are not held up.
+    """
+    wanted = sorted(set(ids))
+    if not wanted:
+        return set()
+    if connection.vendor != "postgresql":
+        return set(Message.objects.filter(id__in=wanted).values_list("id", flat=True))
+    assert not transaction.get_autocommit(), "the lock must be held by the linking transaction"
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f'SELECT id FROM "{Message._meta.db_table}" WHERE id = ANY(%s) '  # noqa: S608
+            "ORDER BY id FOR KEY SHARE",
+            [wanted],
+        )
+        return {row[0] for row in cursor.fetchall()}
 
 
 def message_get(*, organization: Organization, message_id: int) -> Message | None:

@@ -49,6 +49,7 @@ from django.utils import timezone
 
 from conversations import pacing
 from conversations.models import Contact, Conversation, Message
+from conversations.selectors import message_ids_locked_for_link
 from conversations.services import messages_sent_record
 from whatsapp_platform.celery import enqueue_on_commit
 from whatsapp_platform.lib.providers.base import (
@@ -123,6 +124,8 @@ def message_queue(
     )
     try:
         with transaction.atomic():
+            if reply_to is not None and not message_ids_locked_for_link(ids=[reply_to.id]):
+                reply_to = None  # archived in the meantime
             message = Message.objects.create(
                 organization_id=channel.organization_id,
                 channel=channel,

@@ -14,6 +14,7 @@ from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
 from conversations.models import Contact, Conversation, MediaAsset, Message, PendingStatus
+from conversations.selectors import message_ids_locked_for_link
 from conversations.types import InboundMessage, StatusUpdate
 from whatsapp_platform.celery import enqueue_on_commit
 from whatsapp_platform.lib.providers import meta
@@ -142,6 +143,8 @@ def message_receive(*, channel: Channel, inbound: InboundMessage) -> tuple[Messa
     kind = inbound.type if inbound.type in Message.Type.values else Message.Type.UNSUPPORTED
     try:
         with transaction.atomic():
+            if reply_to is not None and not message_ids_locked_for_link(ids=[reply_to.id]):
+                reply_to = None  # archived in the meantime
             message = Message.objects.create(
                 organization=channel.organization,
                 channel=channel,

@@ -244,3 +244,49 @@ def test_two_runs_of_the_same_job_never_run_at_once() -> None:
     # Media is another job.
     assert archive_run_create(job_type="media", triggered_by="api").job_type == "media"
     assert model_to_dict(first)["state"] == "pending"
+
+
+def test_rows_pointing_at_an_archived_message_are_unlinked_then_linked_again_on_restore(
+    storage: ArchiveStorage, org_channel: Any
+) -> None:
+    from conversations.models import AiReply, Conversation
+    from whatsapp_platform.monitoring.models import AnalyticsEvent
+
+    (quoted,) = old_messages(org_channel, 1, days=100)
+    organization = org_channel.organization
+    conversation = Conversation.objects.create(
+        organization=organization, channel=org_channel, contact=quoted.contact
+    )
+    reply = MessageFactory(channel=org_channel, contact=quoted.contact, reply_to=quoted)
+    ai_reply = AiReply.objects.create(
+        organization=organization,
+        conversation=conversation,
+        message=quoted,
+        first_message_id=0,
+        last_message_id=0,
+        outcome=AiReply.Outcome.SENT,
+    )
+    event = AnalyticsEvent.objects.create(
+        organization=organization,
+        event_id="click-1",
+        name="button_click",
+        message=quoted,
+        occurred_at=timezone.now(),
+    )
+
+    call_command("archive_messages", stdout=StringIO())
+
+    assert ArchiveRun.objects.get(job_type="messages").state == "succeeded"
+    assert not Message.objects.filter(id=quoted.id).exists()
+    # Nothing is left pointing at a message that is no longer in the database.
+    assert Message.objects.get(id=reply.id).reply_to_id is None
+    assert AiReply.objects.get(id=ai_reply.id).message_id is None
+    assert AnalyticsEvent.objects.get(id=event.id).message_id is None
+
+    call_command(
+        "restore_messages", "--from", "2000-01-01", "--to", "2100-01-01", stdout=StringIO()
+    )
+
+    assert Message.objects.get(id=reply.id).reply_to_id == quoted.id
+    assert AiReply.objects.get(id=ai_reply.id).message_id == quoted.id
+    assert AnalyticsEvent.objects.get(id=event.id).message_id == quoted.id

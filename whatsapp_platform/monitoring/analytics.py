@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 from typing import Any, TypedDict
 
+from django.db import transaction
 from django.db.models import Count
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -41,6 +42,7 @@ def analytics_events_store(*, organization_id: int, events: list[EventInput]) ->
     """
     from campaigns.models import Campaign
     from conversations.models import Message
+    from conversations.selectors import message_ids_locked_for_link
     from whatsapp_platform.monitoring.models import AnalyticsEvent
 
     campaign_ids = {e["campaign_id"] for e in events if e.get("campaign_id")}
@@ -66,9 +68,7 @@ def analytics_events_store(*, organization_id: int, events: list[EventInput]) ->
                 campaign_id=event.get("campaign_id")
                 if event.get("campaign_id") in own_campaigns
                 else None,
-                message_id=event.get("message_id")
-                if event.get("message_id") in own_messages
-                else None,
+                message_id=event.get("message_id"),
                 properties=event.get("properties") or {},
                 occurred_at=occurred_at,
             )
@@ -78,7 +78,13 @@ def analytics_events_store(*, organization_id: int, events: list[EventInput]) ->
             organization_id=organization_id, event_id__in=[r.event_id for r in rows]
         ).values_list("event_id", flat=True)
     )
-    AnalyticsEvent.objects.bulk_create(rows, ignore_conflicts=True)
+    with transaction.atomic():
+        # Held while linked, so that an event never points at a message archived meanwhile.
+        own_messages &= message_ids_locked_for_link(ids=own_messages)
+        for row in rows:
+            if row.message_id not in own_messages:
+                row.message_id = None
+        AnalyticsEvent.objects.bulk_create(rows, ignore_conflicts=True)
     stored = len({r.event_id for r in rows} - existing)
     metrics.analytics_events.inc(stored)
     logger.info("Stored %s analytics event(s) of organization %s", stored, organization_id)

@@ -54,8 +54,14 @@ class AnalyticsEvent(models.Model):
     campaign = models.ForeignKey(
         Campaign, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
+    # Without a database constraint: see conversations.models.Message.reply_to.
     message = models.ForeignKey(
-        Message, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+        Message,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        db_constraint=False,
     )
     properties = models.JSONField(default=dict, blank=True)
     occurred_at = models.DateTimeField()
