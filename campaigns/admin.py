@@ -15,7 +15,13 @@ from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 
 from campaigns import services, template_sync
-from campaigns.audience import AudienceFileError, audience_import, template_placeholders
+from campaigns.audience import (
+    AudienceFileError,
+    audience_import,
+    audience_import_is_inline,
+    audience_import_queue,
+    template_placeholders,
+)
 from campaigns.models import Campaign, CampaignAudience, MessageTemplate
 from campaigns.selectors import campaign_preview
 from campaigns.stats import campaign_stats
@@ -24,6 +30,7 @@ from whatsapp_platform.admin import OrganizationScopedAdmin
 from whatsapp_platform.models import Channel
 
 RECIPIENTS_SHOWN = 50
+IMPORTS_SHOWN = 10
 
 
 @admin.register(MessageTemplate)
@@ -288,6 +295,10 @@ class CampaignAdmin(OrganizationScopedAdmin):  # type: ignore[type-arg]
                     :RECIPIENTS_SHOWN
                 ],
                 recipients_shown=RECIPIENTS_SHOWN,
+                inline_max_bytes=settings.CAMPAIGN_AUDIENCE_INLINE_MAX_BYTES,
+                imports=campaign.imports.select_related("uploaded_by", "api_key").order_by("-id")[
+                    :IMPORTS_SHOWN
+                ],
             )
         return super().change_view(request, object_id, form_url, extra_context=context)
 
@@ -309,6 +320,24 @@ class CampaignAdmin(OrganizationScopedAdmin):  # type: ignore[type-arg]
                 request,
                 f"The file is larger than the limit of {limit // (1024 * 1024)} MB.",
                 messages.ERROR,
+            )
+            return HttpResponseRedirect(change_url)
+        if upload.size is not None and not audience_import_is_inline(size=upload.size):
+            try:
+                audience_import_queue(
+                    campaign_id=campaign.pk,
+                    file=upload,
+                    file_name=upload.name or "",
+                    uploaded_by=request.user,  # type: ignore[arg-type]
+                )
+            except (AudienceFileError, ValidationError) as exc:
+                self.message_user(request, f"Nothing imported: {_error_text(exc)}", messages.ERROR)
+                return HttpResponseRedirect(change_url)
+            self.message_user(
+                request,
+                f"{upload.name} is queued for import: its state and report show under Recent "
+                "imports below.",
+                messages.SUCCESS,
             )
             return HttpResponseRedirect(change_url)
         try:

@@ -12,8 +12,9 @@ from typing import IO, Any, ClassVar, TypeVar
 
 from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiExample, extend_schema
+from drf_spectacular.utils import OpenApiExample, extend_schema, extend_schema_field
 from rest_framework import exceptions, serializers, status
 from rest_framework.authentication import BasicAuthentication, SessionAuthentication
 from rest_framework.pagination import LimitOffsetPagination
@@ -24,9 +25,20 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from campaigns import services
-from campaigns.audience import AudienceFileError, audience_import
-from campaigns.models import Campaign
-from campaigns.selectors import campaign_get, campaign_list, campaign_preview
+from campaigns.audience import (
+    AudienceFileError,
+    audience_import,
+    audience_import_is_inline,
+    audience_import_queue,
+)
+from campaigns.models import AudienceImport, Campaign
+from campaigns.selectors import (
+    audience_import_get,
+    audience_import_list,
+    campaign_get,
+    campaign_list,
+    campaign_preview,
+)
 from campaigns.stats import campaign_stats
 from whatsapp_platform.authentication import ApiClient, ApiKeyAuthentication
 from whatsapp_platform.roles import approvable_organization_ids
@@ -228,6 +240,35 @@ class AudienceReportSerializer(serializers.Serializer):  # type: ignore[type-arg
     ignored_columns = serializers.ListField(child=serializers.CharField())
 
 
+class AudienceImportOutputSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    id = serializers.IntegerField()
+    campaign_id = serializers.IntegerField()
+    state = serializers.ChoiceField(
+        choices=AudienceImport.State.choices,
+        help_text="queued, then running, then succeeded (with the report) or failed (with the "
+        "error).",
+    )
+    file_name = serializers.CharField()
+    file_size = serializers.IntegerField(help_text="Bytes.")
+    report = AudienceReportSerializer(
+        allow_null=True, help_text="The import's report, once it succeeded."
+    )
+    error = serializers.CharField(help_text="Why it failed (nothing was imported); else empty.")
+    created_at = serializers.DateTimeField()
+    started_at = serializers.DateTimeField(allow_null=True)
+    finished_at = serializers.DateTimeField(allow_null=True)
+    url = serializers.SerializerMethodField()
+
+    @extend_schema_field(OpenApiTypes.URI)
+    def get_url(self, audience_import: AudienceImport) -> str:
+        path = reverse(
+            "api-campaign-audience-import",
+            args=(audience_import.campaign_id, audience_import.id),
+        )
+        request = self.context.get("request")
+        return request.build_absolute_uri(path) if request is not None else path
+
+
 class CampaignAudienceImportApi(CampaignApi):
     parser_classes = (MultiPartParser, CsvParser)
 
@@ -240,13 +281,21 @@ class CampaignAudienceImportApi(CampaignApi):
         description="A phone column (phone, phone_number, wa_id, msisdn, mobile or number) and "
         "one column per template variable, named by its placeholder (1 for {{1}}, first_name "
         "for {{first_name}}); headers in any case; UTF-8 with or without a byte-order mark. "
-        "Send it as a multipart field `file` or as a text/csv body. Answers a report of every "
-        "row that was not imported as it stood; a file that cannot be read imports nothing.",
+        "Send it as a multipart field `file` or as a text/csv body. A file up to "
+        "CAMPAIGN_AUDIENCE_INLINE_MAX_BYTES (1 MB by default) is imported at once and answered "
+        "with a report of every row that was not imported as it stood (200); a larger one is "
+        "queued and imported in the background (202 with the import, whose `url` shows its "
+        "state and, once it succeeded, its report). A file that cannot be read imports nothing.",
         request={
             "multipart/form-data": UploadSerializer,
             "text/csv": OpenApiTypes.BINARY,
         },
-        responses={200: AudienceReportSerializer, 415: ErrorSerializer, **ERRORS},
+        responses={
+            200: AudienceReportSerializer,
+            202: AudienceImportOutputSerializer,
+            415: ErrorSerializer,
+            **ERRORS,
+        },
         examples=[
             OpenApiExample("CSV", value="phone,1\n+447911123461,A-1001\n", media_type="text/csv")
         ],
@@ -255,13 +304,72 @@ class CampaignAudienceImportApi(CampaignApi):
         campaign = self.campaign(request, campaign_id)
         limit = settings.CAMPAIGN_AUDIENCE_MAX_BYTES
         too_large = Refused(f"The file is larger than the limit of {limit // (1024 * 1024)} MB.")
-        if int(request.META.get("CONTENT_LENGTH") or 0) > limit:
+        content_length = int(request.META.get("CONTENT_LENGTH") or 0)
+        if content_length > limit:
             raise too_large
         file: IO[bytes] | None = request.data.get("file")
         if file is None or not hasattr(file, "read"):
             raise Refused("Send the CSV as a multipart field named file or as a text/csv body.")
-        report = audience_import(campaign_id=campaign.id, file=file)
-        return Response(AudienceReportSerializer(report.as_dict()).data)
+        # A multipart file knows its size; a text/csv body is the whole request.
+        size = getattr(file, "size", None)
+        if audience_import_is_inline(size=size if isinstance(size, int) else content_length):
+            report = audience_import(campaign_id=campaign.id, file=file)
+            return Response(AudienceReportSerializer(report.as_dict()).data)
+        file_name = getattr(file, "name", "")
+        queued = audience_import_queue(
+            campaign_id=campaign.id,
+            file=file,
+            file_name=file_name if isinstance(file_name, str) else "",
+            api_key=getattr(request.user, "api_key", None),
+        )
+        data = AudienceImportOutputSerializer(queued, context={"request": request}).data
+        return Response(data, status=status.HTTP_202_ACCEPTED, headers={"Location": data["url"]})
+
+
+class CampaignAudienceImportListApi(CampaignApi):
+    class AudienceImportPageSerializer(serializers.Serializer):  # type: ignore[type-arg]
+        count = serializers.IntegerField()
+        next = serializers.URLField(allow_null=True)
+        previous = serializers.URLField(allow_null=True)
+        results = AudienceImportOutputSerializer(many=True)
+
+    @extend_schema(
+        tags=TAGS,
+        summary="The campaign's background audience imports, newest first",
+        operation_id="campaigns_audience_imports_list",
+        responses={200: AudienceImportPageSerializer, 401: ErrorSerializer, 404: ErrorSerializer},
+    )
+    def get(self, request: Request, campaign_id: int) -> Response:
+        campaign = self.campaign(request, campaign_id)
+        paginator = LimitOffsetPagination()
+        paginator.default_limit = 100
+        imports = audience_import_list(organization=campaign.organization, campaign_id=campaign.id)
+        page = paginator.paginate_queryset(imports, request, view=self)
+        return paginator.get_paginated_response(
+            AudienceImportOutputSerializer(page, many=True, context={"request": request}).data
+        )
+
+
+class CampaignAudienceImportDetailApi(CampaignApi):
+    @extend_schema(
+        tags=TAGS,
+        summary="A background audience import: its state, and its report once it succeeded",
+        responses={
+            200: AudienceImportOutputSerializer,
+            401: ErrorSerializer,
+            404: ErrorSerializer,
+        },
+    )
+    def get(self, request: Request, campaign_id: int, import_id: int) -> Response:
+        campaign = self.campaign(request, campaign_id)
+        audience_import = audience_import_get(
+            organization=campaign.organization, campaign_id=campaign.id, import_id=import_id
+        )
+        if audience_import is None:
+            raise exceptions.NotFound("No such import.")
+        return Response(
+            AudienceImportOutputSerializer(audience_import, context={"request": request}).data
+        )
 
 
 class CampaignPreviewSerializer(serializers.Serializer):  # type: ignore[type-arg]

@@ -9,32 +9,57 @@ Rows are read one at a time and written in batches: contacts are upserted with o
 batch, audience rows with another. The whole import is one transaction, so a file found bad
 half-way imports nothing. Each problem row is reported with its line number and reason; no row
 reaches a person twice (the audience's unique constraint backs the checks).
+
+A file larger than CAMPAIGN_AUDIENCE_INLINE_MAX_BYTES is not imported within the request: it
+is stored in the archive storage under `audience-imports/`, recorded as an `AudienceImport`,
+and imported by a worker (`audience_import_run`), which deletes the stored file once the import
+has ended. The import is the same single transaction, so a run cut short leaves nothing behind
+and the next delivery of the task starts again cleanly.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import itertools
 import json
 import re
+import shutil
+import tempfile
+import uuid
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from typing import IO, Any
+from datetime import timedelta
+from typing import IO, TYPE_CHECKING, Any
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import connection, transaction
+from django.db.models import F
+from django.utils import timezone
 
-from campaigns.models import Campaign, CampaignAudience, MessageTemplate
+from campaigns.models import AudienceImport, Campaign, CampaignAudience, MessageTemplate
 from campaigns.services import campaign_back_to_draft, campaign_require_editable
 from conversations.models import Contact
+from whatsapp_platform.celery import enqueue_on_commit
 from whatsapp_platform.lib.phone import InvalidPhoneNumber, normalize_msisdn
+from whatsapp_platform.lib.storage import CHUNK, archive_storage
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
+
+    from whatsapp_platform.models import ApiKey
 
 PHONE_COLUMNS = ("phone", "phone_number", "phone number", "wa_id", "msisdn", "mobile", "number")
 DELIMITERS = ",;\t"
 BATCH_SIZE = 1000
 # The report lists at most this many problem rows; the counts cover them all.
 MAX_REPORTED_PROBLEMS = 1000
+# Where stored audience files wait for their import, in the archive storage.
+AUDIENCE_IMPORT_PREFIX = "audience-imports/"
+# Imports the sweeper looks at in one run.
+SWEEP_BATCH = 100
 _PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z0-9_]+)\s*\}\}")
 
 
@@ -291,3 +316,156 @@ def audience_import(
     if report.imported:
         campaign_back_to_draft(campaign=campaign)
     return report
+
+
+# --- Large files, imported in the background ---------------------------------------------------
+
+
+def audience_import_is_inline(*, size: int) -> bool:
+    """Whether a file of `size` bytes is imported within the request, answered with its report."""
+    return size <= settings.CAMPAIGN_AUDIENCE_INLINE_MAX_BYTES
+
+
+def audience_import_queue(
+    *,
+    campaign_id: int,
+    file: IO[bytes],
+    file_name: str = "",
+    uploaded_by: User | None = None,
+    api_key: ApiKey | None = None,
+) -> AudienceImport:
+    """Store an audience file and queue its import by a worker; answers the queued import.
+
+    A campaign that can no longer change is refused at once with ValidationError; the worker
+    checks again, as the campaign may move on before the import runs.
+    """
+    from campaigns.tasks import import_audience_file  # the tasks call this module
+
+    campaign = Campaign.objects.get(id=campaign_id)
+    campaign_require_editable(campaign)
+    storage = archive_storage()
+    key = f"{AUDIENCE_IMPORT_PREFIX}{campaign.organization_id}/{campaign.id}/{uuid.uuid4().hex}.csv"
+    limit = settings.CAMPAIGN_AUDIENCE_MAX_BYTES
+    try:
+        stored = storage.put_stream(key, _SizeLimitedReader(file, limit), content_type="text/csv")
+        with transaction.atomic():
+            audience_import = AudienceImport.objects.create(
+                campaign=campaign,
+                uploaded_by=uploaded_by,
+                api_key=api_key,
+                file_name=file_name[:255],
+                file_size=stored.size,
+                file_key=key,
+            )
+            enqueue_on_commit(import_audience_file, audience_import.id)
+    except BaseException:
+        # Nothing was accepted: no file is left behind (and the first error is the one told).
+        with contextlib.suppress(Exception):
+            storage.purge(key)
+        raise
+    return audience_import
+
+
+def audience_import_run(*, audience_import_id: int) -> None:
+    """Import a stored audience file: the worker's part. Safe to run again at any point.
+
+    A finished import is left as it is (its file deleted, should a crash have kept it). A run
+    claims the import, copies the file to local disk outside any transaction, then imports it in
+    one transaction that also records the outcome, under a lock on the import's row: a run cut
+    short leaves nothing, and a duplicate delivery waits for the first and then finds it done.
+    A file or campaign that cannot be imported fails the import with the reason.
+    """
+    audience_import = AudienceImport.objects.filter(id=audience_import_id).first()
+    if audience_import is None:
+        return
+    storage = archive_storage()
+    if audience_import.has_ended:
+        storage.purge(audience_import.file_key)
+        return
+    if audience_import.attempts >= settings.CAMPAIGN_AUDIENCE_IMPORT_MAX_ATTEMPTS:
+        audience_import_fail(
+            audience_import_id=audience_import_id,
+            error=f"The import did not finish in {audience_import.attempts} attempts: "
+            "upload the file again, or split it into smaller files.",
+        )
+        return
+    now = timezone.now()
+    claimed = AudienceImport.objects.filter(
+        id=audience_import_id,
+        state__in=(AudienceImport.State.QUEUED, AudienceImport.State.RUNNING),
+    ).update(
+        state=AudienceImport.State.RUNNING,
+        started_at=now,
+        updated_at=now,
+        attempts=F("attempts") + 1,
+    )
+    if claimed != 1:
+        return
+    if storage.size(audience_import.file_key) is None:
+        audience_import_fail(
+            audience_import_id=audience_import_id,
+            error="The uploaded file is no longer stored: upload it again.",
+        )
+        return
+    with tempfile.TemporaryFile() as local:
+        with storage.open(audience_import.file_key) as stored:
+            shutil.copyfileobj(stored, local, CHUNK)
+        local.seek(0)
+        try:
+            with transaction.atomic():
+                locked = AudienceImport.objects.select_for_update().get(id=audience_import_id)
+                if locked.has_ended:
+                    return  # another delivery of the task finished it meanwhile
+                report = audience_import(campaign_id=locked.campaign_id, file=local)
+                finished = timezone.now()
+                AudienceImport.objects.filter(id=audience_import_id).update(
+                    state=AudienceImport.State.SUCCEEDED,
+                    report=report.as_dict(),
+                    error="",
+                    finished_at=finished,
+                    updated_at=finished,
+                )
+        except (AudienceFileError, ValidationError) as exc:
+            reason = "; ".join(exc.messages) if isinstance(exc, ValidationError) else str(exc)
+            audience_import_fail(audience_import_id=audience_import_id, error=reason)
+            return
+    storage.purge(audience_import.file_key)
+
+
+def audience_import_fail(*, audience_import_id: int, error: str) -> None:
+    """An import that has not ended fails with `error`, imports nothing, and its file goes."""
+    audience_import = AudienceImport.objects.filter(id=audience_import_id).first()
+    if audience_import is None:
+        return
+    now = timezone.now()
+    AudienceImport.objects.filter(
+        id=audience_import_id,
+        state__in=(AudienceImport.State.QUEUED, AudienceImport.State.RUNNING),
+    ).update(state=AudienceImport.State.FAILED, error=error, finished_at=now, updated_at=now)
+    archive_storage().purge(audience_import.file_key)
+
+
+def audience_imports_requeue_stalled() -> int:
+    """Send again the imports whose task was lost (the broker was down when it was queued) or
+    whose every delivery died; answers how many were sent. The runs count their attempts, so
+    an import that keeps dying fails in the end."""
+    from campaigns.tasks import import_audience_file
+
+    cutoff = timezone.now() - timedelta(
+        seconds=settings.CAMPAIGN_AUDIENCE_IMPORT_REQUEUE_AFTER_SECONDS
+    )
+    stalled = AudienceImport.objects.filter(
+        state__in=(AudienceImport.State.QUEUED, AudienceImport.State.RUNNING),
+        updated_at__lt=cutoff,
+    ).order_by("updated_at")
+    sent = 0
+    for audience_import_id, updated_at in stalled.values_list("id", "updated_at")[:SWEEP_BATCH]:
+        # Touched first, so that the next sweep leaves it alone for a while.
+        touched = AudienceImport.objects.filter(
+            id=audience_import_id, updated_at=updated_at
+        ).update(updated_at=timezone.now())
+        if touched == 1:
+            with transaction.atomic():
+                enqueue_on_commit(import_audience_file, audience_import_id)
+            sent += 1
+    return sent

@@ -9,7 +9,7 @@ from django.db import models
 
 from conversations.models import Contact, Message
 from whatsapp_platform.lib.models import TimestampedModel
-from whatsapp_platform.models import Channel, Organization
+from whatsapp_platform.models import ApiKey, Channel, Organization
 from whatsapp_platform.tenancy import TenantManager
 
 
@@ -198,3 +198,60 @@ class CampaignAudience(TimestampedModel):
 
     def __str__(self) -> str:
         return f"{self.contact} in {self.campaign}"
+
+
+class AudienceImport(TimestampedModel):
+    """A large audience file imported in the background: its stored file, state and report.
+
+    Smaller files are imported within the request and leave no row.
+    """
+
+    class State(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="imports")
+    # Who uploaded it: a person in the admin, or an organization's API key.
+    uploaded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    api_key = models.ForeignKey(
+        ApiKey, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    file_name = models.CharField(max_length=255, blank=True)
+    file_size = models.PositiveBigIntegerField(default=0)
+    # The file's key in the archive storage; the file is deleted once the import has ended.
+    file_key = models.CharField(max_length=300, editable=False)
+    state = models.CharField(max_length=10, choices=State.choices, default=State.QUEUED)
+    report = models.JSONField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    # Runs started (redeliveries and requeues included): the sweeper gives up after a few.
+    attempts = models.PositiveSmallIntegerField(default=0)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    TENANT_ORGANIZATION_PATH = "campaign__organization"
+    objects = models.Manager()
+    # The API's manager: rows only for one organization (whatsapp_platform/tenancy.py).
+    tenant = TenantManager()
+
+    class Meta:
+        indexes = (
+            # The API and the campaign page list a campaign's imports, newest first.
+            models.Index(fields=("campaign", "-id"), name="audience_import_campaign_idx"),
+            # The sweeper looks for imports that have not ended.
+            models.Index(
+                fields=("updated_at",),
+                condition=models.Q(state__in=("queued", "running")),
+                name="audience_import_open_idx",
+            ),
+        )
+
+    def __str__(self) -> str:
+        return f"Import {self.id} into {self.campaign_id} ({self.state})"
+
+    @property
+    def has_ended(self) -> bool:
+        return self.state in (self.State.SUCCEEDED, self.State.FAILED)

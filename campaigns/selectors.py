@@ -21,7 +21,7 @@ from django.db.models import (
 )
 from django.utils import timezone
 
-from campaigns.models import Campaign, CampaignAudience, MessageTemplate
+from campaigns.models import AudienceImport, Campaign, CampaignAudience, MessageTemplate
 from conversations.models import Conversation
 from whatsapp_platform.models import Organization
 
@@ -40,6 +40,27 @@ def campaign_get(*, organization: Organization, campaign_id: int) -> Campaign | 
         Campaign.tenant.for_organization(organization)
         .select_related("template", "channel")
         .filter(id=campaign_id)
+        .first()
+    )
+
+
+def audience_import_list(
+    *, organization: Organization, campaign_id: int
+) -> QuerySet[AudienceImport]:
+    """A campaign's background audience imports, newest first."""
+    return (
+        AudienceImport.tenant.for_organization(organization)
+        .filter(campaign_id=campaign_id)
+        .order_by("-id")
+    )
+
+
+def audience_import_get(
+    *, organization: Organization, campaign_id: int, import_id: int
+) -> AudienceImport | None:
+    return (
+        audience_import_list(organization=organization, campaign_id=campaign_id)
+        .filter(id=import_id)
         .first()
     )
 

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 from celery import shared_task
+from celery.exceptions import SoftTimeLimitExceeded
+from django.conf import settings
 
 from whatsapp_platform.celery import enqueue_on_commit
 from whatsapp_platform.lib.providers.errors import ProviderRetryableError
@@ -44,3 +46,29 @@ def launch_due_campaigns() -> None:
     from campaigns.services import campaigns_launch_due
 
     campaigns_launch_due()
+
+
+@shared_task(
+    # Longer than other tasks: a file of CAMPAIGN_AUDIENCE_MAX_BYTES is a million rows.
+    soft_time_limit=settings.CAMPAIGN_AUDIENCE_IMPORT_TIME_LIMIT * 9 // 10,
+    time_limit=settings.CAMPAIGN_AUDIENCE_IMPORT_TIME_LIMIT,
+)
+def import_audience_file(audience_import_id: int) -> None:
+    """A large audience file, imported in one transaction; a delivery after the end does nothing."""
+    from campaigns.audience import audience_import_fail, audience_import_run
+
+    try:
+        audience_import_run(audience_import_id=audience_import_id)
+    except SoftTimeLimitExceeded:
+        # The import's transaction has rolled back: nothing of the file was imported.
+        audience_import_fail(
+            audience_import_id=audience_import_id,
+            error="The file took too long to import: split it into smaller files.",
+        )
+
+
+@shared_task
+def requeue_stalled_audience_imports() -> None:
+    from campaigns.audience import audience_imports_requeue_stalled
+
+    audience_imports_requeue_stalled()

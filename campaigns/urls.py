@@ -11,6 +11,16 @@ urlpatterns = [
         name="api-campaign-audience",
     ),
     path(
+        "<int:campaign_id>/audience/imports/",
+        api.CampaignAudienceImportListApi.as_view(),
+        name="api-campaign-audience-imports",
+    ),
+    path(
+        "<int:campaign_id>/audience/imports/<int:import_id>/",
+        api.CampaignAudienceImportDetailApi.as_view(),
+        name="api-campaign-audience-import",
+    ),
+    path(
         "<int:campaign_id>/preview/", api.CampaignPreviewApi.as_view(), name="api-campaign-preview"
     ),
     path("<int:campaign_id>/stats/", api.CampaignStatsApi.as_view(), name="api-campaign-stats"),

@@ -228,6 +228,10 @@ CELERY_TASK_ROUTES = {
     "conversations.tasks.download_*": {"queue": "incoming"},
     "conversations.tasks.reply_*": {"queue": "ai"},
     "conversations.tasks.*": {"queue": "outgoing"},
+    # Large audience imports are long bulk work that reads archive storage, like archival: kept
+    # off the outgoing workers, whose slots send messages.
+    "campaigns.tasks.import_audience_file": {"queue": "archival"},
+    "campaigns.tasks.requeue_stalled_audience_imports": {"queue": "archival"},
     "campaigns.tasks.*": {"queue": "outgoing"},
     "archival.tasks.*": {"queue": "archival"},
     "whatsapp_platform.monitoring.tasks.*": {"queue": "analytics"},
@@ -297,6 +301,11 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     "restart-stalled-fanouts": {
         "task": "campaigns.tasks.restart_stalled_fanouts",
         "schedule": SWEEP_INTERVAL_SECONDS,
+    },
+    # Audience imports whose task was lost, or whose worker died for good: every ten minutes.
+    "requeue-stalled-audience-imports": {
+        "task": "campaigns.tasks.requeue_stalled_audience_imports",
+        "schedule": 600.0,
     },
     # AI replies whose task was lost or whose worker died: every minute.
     "sweep-replies": {
@@ -474,3 +483,21 @@ AI_MONTHLY_TOKEN_BUDGET = env.int("AI_MONTHLY_TOKEN_BUDGET", default=0)
 # --- Campaigns ------------------------------------------------------------------------------
 # The largest audience CSV accepted (about 50 bytes a row: 1,000,000 rows).
 CAMPAIGN_AUDIENCE_MAX_BYTES = env.int("CAMPAIGN_AUDIENCE_MAX_BYTES", default=50 * 1024 * 1024)
+# Files up to this size are imported within the request and answered with the report (about
+# 20,000 rows, a second or two); larger ones are stored and imported by a worker.
+CAMPAIGN_AUDIENCE_INLINE_MAX_BYTES = env.int(
+    "CAMPAIGN_AUDIENCE_INLINE_MAX_BYTES", default=1024 * 1024
+)
+# A background import's time limit: a file of CAMPAIGN_AUDIENCE_MAX_BYTES takes a few minutes.
+# It stays below SQS_VISIBILITY_TIMEOUT, or SQS would hand the running import to a second worker.
+CAMPAIGN_AUDIENCE_IMPORT_TIME_LIMIT = env.int(
+    "CAMPAIGN_AUDIENCE_IMPORT_TIME_LIMIT",
+    default=max(CELERY_TASK_TIME_LIMIT, min(1200, SQS_VISIBILITY_TIMEOUT * 2 // 3)),
+)
+# An import still queued or running this long after its last change lost its task: the sweeper
+# sends it again, and after CAMPAIGN_AUDIENCE_IMPORT_MAX_ATTEMPTS runs marks it failed.
+CAMPAIGN_AUDIENCE_IMPORT_REQUEUE_AFTER_SECONDS = env.int(
+    "CAMPAIGN_AUDIENCE_IMPORT_REQUEUE_AFTER_SECONDS",
+    default=SQS_VISIBILITY_TIMEOUT + CAMPAIGN_AUDIENCE_IMPORT_TIME_LIMIT,
+)
+CAMPAIGN_AUDIENCE_IMPORT_MAX_ATTEMPTS = env.int("CAMPAIGN_AUDIENCE_IMPORT_MAX_ATTEMPTS", default=3)
