@@ -335,8 +335,8 @@ class CampaignAdmin(OrganizationScopedAdmin):  # type: ignore[type-arg]
                 return HttpResponseRedirect(change_url)
             self.message_user(
                 request,
-                f"{upload.name} is queued for import: its state and report show under Recent "
-                "imports below.",
+                f"The file {upload.name} is queued for import: its state and report show under "
+                "Recent imports below.",
                 messages.SUCCESS,
             )
             return HttpResponseRedirect(change_url)

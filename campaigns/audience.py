@@ -349,7 +349,7 @@ def audience_import_queue(
     try:
         stored = storage.put_stream(key, _SizeLimitedReader(file, limit), content_type="text/csv")
         with transaction.atomic():
-            audience_import = AudienceImport.objects.create(
+            record = AudienceImport.objects.create(
                 campaign=campaign,
                 uploaded_by=uploaded_by,
                 api_key=api_key,
@@ -357,13 +357,13 @@ def audience_import_queue(
                 file_size=stored.size,
                 file_key=key,
             )
-            enqueue_on_commit(import_audience_file, audience_import.id)
+            enqueue_on_commit(import_audience_file, record.id)
     except BaseException:
         # Nothing was accepted: no file is left behind (and the first error is the one told).
         with contextlib.suppress(Exception):
             storage.purge(key)
         raise
-    return audience_import
+    return record
 
 
 def audience_import_run(*, audience_import_id: int) -> None:
@@ -375,17 +375,17 @@ def audience_import_run(*, audience_import_id: int) -> None:
     short leaves nothing, and a duplicate delivery waits for the first and then finds it done.
     A file or campaign that cannot be imported fails the import with the reason.
     """
-    audience_import = AudienceImport.objects.filter(id=audience_import_id).first()
-    if audience_import is None:
+    record = AudienceImport.objects.filter(id=audience_import_id).first()
+    if record is None:
         return
     storage = archive_storage()
-    if audience_import.has_ended:
-        storage.purge(audience_import.file_key)
+    if record.has_ended:
+        storage.purge(record.file_key)
         return
-    if audience_import.attempts >= settings.CAMPAIGN_AUDIENCE_IMPORT_MAX_ATTEMPTS:
+    if record.attempts >= settings.CAMPAIGN_AUDIENCE_IMPORT_MAX_ATTEMPTS:
         audience_import_fail(
             audience_import_id=audience_import_id,
-            error=f"The import did not finish in {audience_import.attempts} attempts: "
+            error=f"The import did not finish in {record.attempts} attempts: "
             "upload the file again, or split it into smaller files.",
         )
         return
@@ -401,14 +401,14 @@ def audience_import_run(*, audience_import_id: int) -> None:
     )
     if claimed != 1:
         return
-    if storage.size(audience_import.file_key) is None:
+    if storage.size(record.file_key) is None:
         audience_import_fail(
             audience_import_id=audience_import_id,
             error="The uploaded file is no longer stored: upload it again.",
         )
         return
     with tempfile.TemporaryFile() as local:
-        with storage.open(audience_import.file_key) as stored:
+        with storage.open(record.file_key) as stored:
             shutil.copyfileobj(stored, local, CHUNK)
         local.seek(0)
         try:
@@ -429,20 +429,20 @@ def audience_import_run(*, audience_import_id: int) -> None:
             reason = "; ".join(exc.messages) if isinstance(exc, ValidationError) else str(exc)
             audience_import_fail(audience_import_id=audience_import_id, error=reason)
             return
-    storage.purge(audience_import.file_key)
+    storage.purge(record.file_key)
 
 
 def audience_import_fail(*, audience_import_id: int, error: str) -> None:
     """An import that has not ended fails with `error`, imports nothing, and its file goes."""
-    audience_import = AudienceImport.objects.filter(id=audience_import_id).first()
-    if audience_import is None:
+    record = AudienceImport.objects.filter(id=audience_import_id).first()
+    if record is None:
         return
     now = timezone.now()
     AudienceImport.objects.filter(
         id=audience_import_id,
         state__in=(AudienceImport.State.QUEUED, AudienceImport.State.RUNNING),
     ).update(state=AudienceImport.State.FAILED, error=error, finished_at=now, updated_at=now)
-    archive_storage().purge(audience_import.file_key)
+    archive_storage().purge(record.file_key)
 
 
 def audience_imports_requeue_stalled() -> int:
