@@ -323,7 +323,8 @@ def audience_import(
 
 def audience_import_is_inline(*, size: int) -> bool:
     """Whether a file of `size` bytes is imported within the request, answered with its report."""
-    return size <= settings.CAMPAIGN_AUDIENCE_INLINE_MAX_BYTES
+    limit: int = settings.CAMPAIGN_AUDIENCE_INLINE_MAX_BYTES
+    return size <= limit
 
 
 def audience_import_queue(
@@ -347,7 +348,9 @@ def audience_import_queue(
     key = f"{AUDIENCE_IMPORT_PREFIX}{campaign.organization_id}/{campaign.id}/{uuid.uuid4().hex}.csv"
     limit = settings.CAMPAIGN_AUDIENCE_MAX_BYTES
     try:
-        stored = storage.put_stream(key, _SizeLimitedReader(file, limit), content_type="text/csv")
+        stored = storage.put_stream(
+            key, io.BufferedReader(_SizeLimitedReader(file, limit)), content_type="text/csv"
+        )
         with transaction.atomic():
             record = AudienceImport.objects.create(
                 campaign=campaign,

@@ -19,7 +19,7 @@ from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
 from django.utils import timezone
 
-from campaigns.models import Campaign, CampaignAudience
+from campaigns.models import AudienceImport, Campaign, CampaignAudience
 from tests.factories import (
     CampaignFactory,
     ChannelFactory,
@@ -100,6 +100,13 @@ def acme() -> dict[str, Any]:
     pending = CampaignFactory(
         name="campaign of Acme", template=template, status=Campaign.Status.PENDING_APPROVAL
     )
+    audience_import = AudienceImport.objects.create(
+        campaign=campaign,
+        file_name="customers of Acme.csv",
+        file_key="audience-imports/acme.csv",
+        state=AudienceImport.State.SUCCEEDED,
+        report={"rows": 1, "imported": 1, "problems": [{"row": 2, "detail": "4915100000001"}]},
+    )
     return {
         "organization": organization,
         "channel": channel,
@@ -108,6 +115,7 @@ def acme() -> dict[str, Any]:
         "template": template,
         "campaign": campaign,
         "pending": pending,
+        "audience_import": audience_import,
     }
 
 
@@ -128,6 +136,7 @@ def path_for(route: str, acme: dict[str, Any]) -> str:
         "contact_id": acme["contact"].id,
         "channel_id": acme["channel"].id,
         "template_id": acme["template"].id,
+        "import_id": acme["audience_import"].id,
         "job": "messages",
     }
     path = route
@@ -174,6 +183,7 @@ def test_the_walk_covers_the_api() -> None:
     assert "api/messaging/send/" in routes
     assert "api/messages/<int:message_id>/" in routes
     assert "api/campaigns/<int:campaign_id>/approve/" in routes
+    assert "api/campaigns/<int:campaign_id>/audience/imports/<int:import_id>/" in routes
     assert "api/admin/archival/erase-contact" in routes
     assert len(ENDPOINTS) >= 25
 
