@@ -26,6 +26,14 @@ def check_celery_timing(app_configs: Any, **kwargs: Any) -> list[Error]:
                 id="whatsapp_platform.E002",
             )
         )
+    if settings.CAMPAIGN_AUDIENCE_IMPORT_TIME_LIMIT >= settings.SQS_VISIBILITY_TIMEOUT:
+        errors.append(
+            Error(
+                "CAMPAIGN_AUDIENCE_IMPORT_TIME_LIMIT must be below SQS_VISIBILITY_TIMEOUT, or SQS "
+                "hands a running audience import to a second worker.",
+                id="whatsapp_platform.E003",
+            )
+        )
     return errors
 
 
