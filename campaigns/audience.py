@@ -245,6 +245,26 @@ class _Batch:
         self.rows = []
 
 
+def _columns(header: list[str], placeholders: list[str]) -> tuple[int, dict[str, int]]:
+    """The phone column's index and each template variable's, or AudienceFileError."""
+    keys = [_header_key(cell) for cell in header]
+    phone_index = next((keys.index(name) for name in PHONE_COLUMNS if name in keys), None)
+    if phone_index is None:
+        raise AudienceFileError(
+            "The file has no phone column: name one column phone (or phone_number, wa_id, "
+            "msisdn, mobile, number)."
+        )
+    variable_index: dict[str, int] = {}
+    for placeholder in placeholders:
+        if placeholder.lower() not in keys:
+            raise AudienceFileError(
+                f"The template's variable {{{{{placeholder}}}}} has no column: add a column "
+                f"named {placeholder}."
+            )
+        variable_index[placeholder] = keys.index(placeholder.lower())
+    return phone_index, variable_index
+
+
 @transaction.atomic
 def audience_import(
     *, campaign_id: int, file: IO[bytes], default_region: str | None = None
@@ -260,22 +280,7 @@ def audience_import(
     campaign_require_editable(campaign)
     rows = _rows(file)
     header = next(rows)
-    keys = [_header_key(cell) for cell in header]
-    phone_index = next((keys.index(name) for name in PHONE_COLUMNS if name in keys), None)
-    if phone_index is None:
-        raise AudienceFileError(
-            "The file has no phone column: name one column phone (or phone_number, wa_id, "
-            "msisdn, mobile, number)."
-        )
-    placeholders = template_placeholders(campaign.template)
-    variable_index: dict[str, int] = {}
-    for placeholder in placeholders:
-        if placeholder.lower() not in keys:
-            raise AudienceFileError(
-                f"The template's variable {{{{{placeholder}}}}} has no column: add a column "
-                f"named {placeholder}."
-            )
-        variable_index[placeholder] = keys.index(placeholder.lower())
+    phone_index, variable_index = _columns(header, template_placeholders(campaign.template))
     used = {phone_index, *variable_index.values()}
     report = AudienceImportReport(
         ignored_columns=[cell for i, cell in enumerate(header) if i not in used and cell.strip()]
@@ -327,6 +332,50 @@ def audience_import_is_inline(*, size: int) -> bool:
     return size <= limit
 
 
+# The first bytes of a queued file, read to check its header before it is accepted.
+HEADER_SAMPLE = 64 * 1024
+
+
+class _Prefixed(io.RawIOBase):
+    """`head`, already read from `rest`, followed by the remainder of `rest`."""
+
+    def __init__(self, head: bytes, rest: IO[bytes]) -> None:
+        self._head = memoryview(head)
+        self._rest = rest
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self._head:
+            size = min(len(buffer), len(self._head))
+            buffer[:size] = self._head[:size]
+            self._head = self._head[size:]
+            return size
+        data = self._rest.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
+def _header_check(campaign: Campaign, file: IO[bytes]) -> IO[bytes]:
+    """Refuse a file whose first line the import would refuse (not UTF-8 CSV, no phone column,
+    a template variable without a column) before it is stored; answers the file to store."""
+    head = b""
+    complete = False
+    while len(head) < HEADER_SAMPLE and b"\n" not in head:
+        chunk = file.read(HEADER_SAMPLE - len(head))
+        if not chunk:
+            complete = True
+            break
+        head += chunk
+    end = head.find(b"\n")
+    if end != -1 or complete:
+        # A first line longer than the sample is left for the import to judge.
+        header = next(_rows(io.BytesIO(head if end == -1 else head[: end + 1])))
+        _columns(header, template_placeholders(campaign.template))
+    return io.BufferedReader(_Prefixed(head, file))
+
+
 def audience_import_queue(
     *,
     campaign_id: int,
@@ -337,13 +386,15 @@ def audience_import_queue(
 ) -> AudienceImport:
     """Store an audience file and queue its import by a worker; answers the queued import.
 
-    A campaign that can no longer change is refused at once with ValidationError; the worker
-    checks again, as the campaign may move on before the import runs.
+    A campaign that can no longer change is refused at once with ValidationError, and a file
+    whose header the import would refuse with AudienceFileError; the worker checks the campaign
+    again, as it may move on before the import runs.
     """
     from campaigns.tasks import import_audience_file  # the tasks call this module
 
-    campaign = Campaign.objects.get(id=campaign_id)
+    campaign = Campaign.objects.select_related("template").get(id=campaign_id)
     campaign_require_editable(campaign)
+    file = _header_check(campaign, file)
     storage = archive_storage()
     key = f"{AUDIENCE_IMPORT_PREFIX}{campaign.organization_id}/{campaign.id}/{uuid.uuid4().hex}.csv"
     limit = settings.CAMPAIGN_AUDIENCE_MAX_BYTES

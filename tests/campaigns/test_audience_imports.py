@@ -170,6 +170,27 @@ def test_a_campaign_that_can_no_longer_change_refuses_a_large_file_up_front(
     assert _stored_files() == []
 
 
+def test_a_large_file_whose_header_the_import_would_refuse_gets_a_400_up_front(
+    client: Client, key: dict[str, str], campaign: Campaign
+) -> None:
+    no_phone = _upload(client, key, campaign.id, CSV.replace("phone,1", "name,1"))
+    no_variable = _upload(client, key, campaign.id, CSV.replace("phone,1", "phone,code"))
+    not_utf8 = client.post(
+        f"/api/campaigns/{campaign.id}/audience/",
+        {"file": SimpleUploadedFile("logo.png", b"\x89PNG\r\n\x1a\n\xff\xfe" * 100)},
+        headers=key,
+    )
+
+    assert no_phone.status_code == 400
+    assert "no phone column" in no_phone.json()["detail"]
+    assert no_variable.status_code == 400
+    assert "variable {{1}} has no column" in no_variable.json()["detail"]
+    assert not_utf8.status_code == 400
+    assert "not UTF-8" in not_utf8.json()["detail"]
+    assert not AudienceImport.objects.exists()
+    assert _stored_files() == []
+
+
 def test_a_campaign_that_became_non_editable_before_the_task_ran_fails_the_import(
     campaign: Campaign,
 ) -> None:
