@@ -30,7 +30,7 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import IO, TYPE_CHECKING, Any
 
 from django.conf import settings
@@ -60,6 +60,10 @@ MAX_REPORTED_PROBLEMS = 1000
 AUDIENCE_IMPORT_PREFIX = "audience-imports/"
 # Imports the sweeper looks at in one run.
 SWEEP_BATCH = 100
+# A stored file with no import that has not ended, this old, is left over (its campaign was
+# deleted, or a delete failed): the sweep deletes it.
+LEFT_OVER_AFTER = timedelta(hours=1)
+_KEY_TIME = "%Y%m%dT%H%M%SZ"
 _PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z0-9_]+)\s*\}\}")
 
 
@@ -396,7 +400,12 @@ def audience_import_queue(
     campaign_require_editable(campaign)
     file = _header_check(campaign, file)
     storage = archive_storage()
-    key = f"{AUDIENCE_IMPORT_PREFIX}{campaign.organization_id}/{campaign.id}/{uuid.uuid4().hex}.csv"
+    # Named with the time of upload, so that the sweep can tell a left-over file from one being
+    # uploaded now.
+    key = (
+        f"{AUDIENCE_IMPORT_PREFIX}{campaign.organization_id}/{campaign.id}/"
+        f"{timezone.now():{_KEY_TIME}}-{uuid.uuid4().hex}.csv"
+    )
     limit = settings.CAMPAIGN_AUDIENCE_MAX_BYTES
     try:
         stored = storage.put_stream(
@@ -523,3 +532,33 @@ def audience_imports_requeue_stalled() -> int:
                 enqueue_on_commit(import_audience_file, audience_import_id)
             sent += 1
     return sent
+
+
+def audience_import_files_prune() -> int:
+    """Delete stored audience files that no import will read: answers how many were deleted."""
+    cutoff = timezone.now() - LEFT_OVER_AFTER
+    storage = archive_storage()
+    old_keys = []
+    for key in storage.keys(AUDIENCE_IMPORT_PREFIX):
+        try:
+            uploaded = datetime.strptime(key.rsplit("/", 1)[-1][:16], _KEY_TIME).replace(tzinfo=UTC)
+        except ValueError:
+            continue  # not a name this module gives
+        if uploaded < cutoff:
+            old_keys.append(key)
+    waiting = set(
+        AudienceImport.objects.filter(
+            file_key__in=old_keys,
+            state__in=(AudienceImport.State.QUEUED, AudienceImport.State.RUNNING),
+        ).values_list("file_key", flat=True)
+    )
+    left_over = [key for key in old_keys if key not in waiting]
+    for key in left_over:
+        storage.purge(key)
+    return len(left_over)
+
+
+def audience_imports_sweep() -> None:
+    """The periodic sweep: lost imports sent again, left-over files deleted."""
+    audience_imports_requeue_stalled()
+    audience_import_files_prune()

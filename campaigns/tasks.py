@@ -68,7 +68,8 @@ def import_audience_file(audience_import_id: int) -> None:
 
 
 @shared_task
-def requeue_stalled_audience_imports() -> None:
-    from campaigns.audience import audience_imports_requeue_stalled
+def sweep_audience_imports() -> None:
+    """Beat, every ten minutes: lost imports sent again, left-over stored files deleted."""
+    from campaigns.audience import audience_imports_sweep
 
-    audience_imports_requeue_stalled()
+    audience_imports_sweep()

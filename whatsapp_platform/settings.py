@@ -231,7 +231,7 @@ CELERY_TASK_ROUTES = {
     # Large audience imports are long bulk work that reads archive storage, like archival: kept
     # off the outgoing workers, whose slots send messages.
     "campaigns.tasks.import_audience_file": {"queue": "archival"},
-    "campaigns.tasks.requeue_stalled_audience_imports": {"queue": "archival"},
+    "campaigns.tasks.sweep_audience_imports": {"queue": "archival"},
     "campaigns.tasks.*": {"queue": "outgoing"},
     "archival.tasks.*": {"queue": "archival"},
     "whatsapp_platform.monitoring.tasks.*": {"queue": "analytics"},
@@ -302,9 +302,10 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         "task": "campaigns.tasks.restart_stalled_fanouts",
         "schedule": SWEEP_INTERVAL_SECONDS,
     },
-    # Audience imports whose task was lost, or whose worker died for good: every ten minutes.
-    "requeue-stalled-audience-imports": {
-        "task": "campaigns.tasks.requeue_stalled_audience_imports",
+    # Audience imports whose task was lost, or whose worker died for good, and stored audience
+    # files no import will read: every ten minutes.
+    "sweep-audience-imports": {
+        "task": "campaigns.tasks.sweep_audience_imports",
         "schedule": 600.0,
     },
     # AI replies whose task was lost or whose worker died: every minute.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import re
 from datetime import timedelta
 from typing import Any
@@ -16,6 +17,7 @@ from django.utils import timezone
 
 from campaigns.audience import (
     AUDIENCE_IMPORT_PREFIX,
+    audience_import_files_prune,
     audience_import_queue,
     audience_imports_requeue_stalled,
 )
@@ -277,6 +279,29 @@ def test_an_import_whose_task_was_lost_is_sent_again_by_the_sweeper(
     assert done.state == AudienceImport.State.SUCCEEDED
     assert CampaignAudience.objects.get(campaign=campaign).variables == {"1": "B-1"}
     assert _stored_files() == []
+
+
+def test_the_sweep_deletes_stored_files_that_no_import_will_read(campaign: Campaign) -> None:
+    storage = archive_storage()
+    folder = f"{AUDIENCE_IMPORT_PREFIX}{campaign.organization_id}/{campaign.id}/"
+    two_hours_ago = f"{timezone.now() - timedelta(hours=2):%Y%m%dT%H%M%SZ}"
+    left_over = f"{folder}{two_hours_ago}-a.csv"  # its campaign was deleted, say
+    finished = f"{folder}{two_hours_ago}-b.csv"  # its delete failed
+    waiting = f"{folder}{two_hours_ago}-c.csv"  # queued behind long imports
+    uploading = f"{folder}{timezone.now():%Y%m%dT%H%M%SZ}-d.csv"  # its import not recorded yet
+    for key in (left_over, finished, waiting, uploading):
+        storage.put_stream(key, io.BytesIO(b"phone,1\n"))
+    AudienceImport.objects.create(
+        campaign=campaign, file_key=finished, state=AudienceImport.State.FAILED
+    )
+    AudienceImport.objects.create(campaign=campaign, file_key=waiting)
+
+    deleted = audience_import_files_prune()
+
+    assert deleted == 2
+    assert sorted(_stored_files()) == [waiting, uploading]
+    for key in (waiting, uploading):
+        storage.purge(key)
 
 
 def test_the_admin_queues_a_large_upload_and_the_campaign_page_shows_its_report(
