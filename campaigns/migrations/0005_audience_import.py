@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('campaigns', '0003_fanout_heartbeat'),
+        ('campaigns', '0004_message_references_unconstrained'),
         ('whatsapp_platform', '0004_membership'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
