@@ -127,6 +127,9 @@ def provider_api(providers: tuple[str, ProviderState], settings: Any) -> Provide
     state.meta_templates.clear()
     state.twilio_contents.clear()
     state.listing_answers.clear()
+    state.twilio_messages.clear()
+    state.status_webhook_url = ""
+    state.statuses_reported.clear()
     return state
 
 
