@@ -274,7 +274,7 @@ def _provider_ids_reconcile(
     }
     if not named:
         return {}, set()
-    Status = Message.Status
+    status = Message.Status
     candidates = (
         Message.objects.filter(
             id__in=named,
@@ -283,9 +283,10 @@ def _provider_ids_reconcile(
             direction=Message.Direction.OUTBOUND,
         )
         .filter(
-            Q(status__in=(Status.UNKNOWN, Status.SENDING), provider_message_id=None)
+            Q(status__in=(status.UNKNOWN, status.SENDING), provider_message_id=None)
             # Queued to be sent again: the first attempt's status settles it, so it is not.
-            | Q(status=Status.QUEUED, provider_message_id=None, resent_at__isnull=False)
+            | Q(status=status.QUEUED, provider_message_id=None, resent_at__isnull=False)
+            # Sent again and recorded: a first attempt reported now went out as well.
             | Q(provider_message_id__isnull=False, resent_at__isnull=False)
         )
         .values_list("id", "provider_message_id")

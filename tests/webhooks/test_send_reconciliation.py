@@ -302,3 +302,9 @@ def test_an_unknown_twilio_send_that_twilio_never_got_is_sent_again_once(
     assert calls_for(provider_api, message) == 1
     assert message.provider_message_id == provider_api.twilio_messages[-1]["sid"]
     assert message.resent_at is not None
+
+
+def test_beat_runs_the_resend_of_unreported_sends() -> None:
+    entry = settings.CELERY_BEAT_SCHEDULE["resend-unreported-sends"]
+    assert entry["task"] == resend_unreported_sends.name
+    assert entry["schedule"] == settings.SWEEP_INTERVAL_SECONDS
