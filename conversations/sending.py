@@ -597,7 +597,8 @@ class _ChannelSend:
         )
 
     def _unknown(self, message: Message, error: BaseException) -> None:
-        # The provider may have accepted it: never resent, reconciled from status webhooks.
+        # The provider may have accepted it: reconciled from status webhooks, and sent again
+        # (once) only if none names it within the window.
         logger.error("Send of message %s ended unknown: %s", message.id, type(error).__name__)
         send_metrics.sends_count("unknown", 1, type(error).__name__[:20])
         Message.objects.filter(id=message.id, status=Status.SENDING).update(
