@@ -6,8 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('conversations', '0003_ai_replies'),
-        ('whatsapp_platform', '0004_membership'),
+        ('conversations', '0004_message_references_unconstrained'),
     ]
 
     operations = [
