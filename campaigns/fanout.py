@@ -17,7 +17,8 @@ the `outgoing` queue. Each sender works for a bounded time, round after round:
 Then it enqueues itself again while work remains. Nobody is messaged twice: a row is linked to
 its message when the message is written, and the pipeline's claim sends a message once. A worker
 that dies mid-chunk leaves rows pending (not taken; another sender takes them), or linked to a
-queued message (sent later, once) or to a sending one (never resent). Every round writes the
+queued message (sent later, once) or to a sending one (reconciled from its status webhook, or
+sent again once if none names it: conversations.sending). Every round writes the
 campaign's heartbeat; the sweeper restarts the fan-out of running campaigns whose heartbeat has
 stopped.
 """

@@ -353,7 +353,7 @@ class MessageAdmin(OrganizationScopedAdmin, ReadOnlyAdmin):
         "error_code",
     )
     list_filter = ("direction", "status", "type", "provider", "organization", "channel")
-    search_fields = ("provider_message_id", "contact__wa_id")
+    search_fields = ("provider_message_id", "earlier_provider_message_id", "contact__wa_id")
     list_select_related = ("organization", "channel")
     date_hierarchy = "created_at"
     show_full_result_count = False

@@ -152,8 +152,9 @@ class Message(TimestampedModel):
         PENDING = "pending"  # outbound, written before it is handed to the provider
         QUEUED = "queued"
         SENDING = "sending"
-        # The worker died between the provider call and recording its answer: not resent,
-        # reconciled from the status webhooks, which carry our message id.
+        # The worker died between the provider call and recording its answer: reconciled from
+        # the status webhooks, which carry our message id; sent again once if none named it
+        # within SEND_UNKNOWN_RESEND_AFTER_SECONDS (the provider never accepted it).
         UNKNOWN = "unknown"
         SENT = "sent"
         DELIVERED = "delivered"
@@ -216,6 +217,12 @@ class Message(TimestampedModel):
     attempts = models.PositiveSmallIntegerField(default=0)
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     send_started_at = models.DateTimeField(null=True, blank=True)
+    # An `unknown` send that no status webhook named within the reconciliation window was sent
+    # again, at most once, as this same row (so a late status of the first attempt still finds
+    # it). Should the provider report that first attempt after all, its id is kept here: the
+    # recipient got the message twice.
+    resent_at = models.DateTimeField(null=True, blank=True)
+    earlier_provider_message_id = models.CharField(max_length=200, null=True, blank=True)
     queued_at = models.DateTimeField(null=True, blank=True)
     sent_at = models.DateTimeField(null=True, blank=True)
     delivered_at = models.DateTimeField(null=True, blank=True)
@@ -274,6 +281,12 @@ class Message(TimestampedModel):
                 fields=("send_started_at",),
                 condition=models.Q(status="sending"),
                 name="message_sending_idx",
+            ),
+            # The resend of unknown sends that no status named within the window.
+            models.Index(
+                fields=("send_started_at",),
+                condition=models.Q(status="unknown"),
+                name="message_unknown_idx",
             ),
         )
 

@@ -24,7 +24,12 @@ provider's code; credential ones also flag the channel. Meta 131056 (pair limit)
 interval; 131049 holds the contact's marketing for 24 hours and 131050 (the user stopped
 marketing) holds it until the user opts back in. A call whose outcome is unknown (an unexpected
 error, or a worker that died: the sweeper marks messages `sending` past the lease) is marked
-`unknown`, never resent, and reconciled from status webhooks, which carry our message id.
+`unknown` and reconciled from status webhooks, which carry our message id. The provider reports
+every message it accepts with a status webhook, so an `unknown` send that no status has named
+within SEND_UNKNOWN_RESEND_AFTER_SECONDS of its call was never accepted:
+`messages_resend_unreported` sends it again, once, as the same row and through the same rules
+and pacing (for Twilio, which sends no status while it holds a message queued, only once its
+Messages resource shows no such message either).
 
 A template is marketing when its content says so: `{"template": {..., "category": "marketing"}}`.
 Messages of priority LOW are campaign traffic for the sweeper's re-sends.
@@ -592,7 +597,8 @@ class _ChannelSend:
         )
 
     def _unknown(self, message: Message, error: BaseException) -> None:
-        # The provider may have accepted it: never resent, reconciled from status webhooks.
+        # The provider may have accepted it: reconciled from status webhooks, and sent again
+        # (once) only if none names it within the window.
         logger.error("Send of message %s ended unknown: %s", message.id, type(error).__name__)
         send_metrics.sends_count("unknown", 1, type(error).__name__[:20])
         Message.objects.filter(id=message.id, status=Status.SENDING).update(
@@ -689,6 +695,102 @@ def messages_enqueue(*, message_ids: list[int], campaign: bool, countdown: float
         logger.warning("Broker unavailable: %s send(s) wait for the sweeper", len(message_ids))
         return False
     return True
+
+
+def messages_resend_unreported(
+    *, reported_until: datetime | None = None, limit: int = 1000
+) -> list[int]:
+    """Send again, once, the `unknown` sends that no status webhook has named within
+    SEND_UNKNOWN_RESEND_AFTER_SECONDS of their call; returns their ids.
+
+    The provider reports every message it accepts, so such a send never reached it. Every
+    status webhook received before `reported_until` must have been processed (the caller
+    knows how far that is; default now): a call counts as unreported only once its whole
+    window lies before that. The message goes back to `queued` as the same row, so the send
+    rules (opt-out, window, caps) and the pacing apply again, and a late status of the first
+    attempt still finds it: before the resend goes out, that status settles it and nothing
+    is resent; after, the message records the first attempt's id as a double
+    (`earlier_provider_message_id`).
+    """
+    now = timezone.now()
+    horizon = min(now, reported_until) if reported_until is not None else now
+    cutoff = horizon - timedelta(seconds=settings.SEND_UNKNOWN_RESEND_AFTER_SECONDS)
+    unreported = Q(
+        status=Status.UNKNOWN,
+        direction=Message.Direction.OUTBOUND,
+        provider_message_id=None,
+        resent_at=None,
+        send_started_at__lt=cutoff,
+    )
+    candidates = list(
+        Message.objects.filter(unreported).order_by("id").values_list("id", flat=True)[:limit]
+    )
+    candidates = _twilio_unaccepted(candidates)
+    if not candidates:
+        return []
+    # One conditional UPDATE: a concurrent resend, or a status applied meanwhile, wins.
+    resent = sorted(
+        _update_returning_ids(
+            Message,
+            ids=candidates,
+            assign="status = %s, resent_at = %s, send_started_at = NULL, next_attempt_at = %s, "
+            "updated_at = %s",
+            where="status = %s AND provider_message_id IS NULL AND resent_at IS NULL",
+            params=[Status.QUEUED, now, now, now, Status.UNKNOWN],
+        )
+    )
+    if not resent:
+        return []
+    logger.warning("%s unknown send(s) that no status named are sent again", len(resent))
+    send_metrics.sends_count("resent", len(resent))
+    priorities = dict(Message.objects.filter(id__in=resent).values_list("id", "priority"))
+    for campaign in (False, True):
+        ids = [i for i in resent if (priorities.get(i) == Message.Priority.LOW) == campaign]
+        for start in range(0, len(ids), 100):
+            # Should the broker not take it, the message stays `queued` for the sweeper.
+            messages_enqueue(message_ids=ids[start : start + 100], campaign=campaign)
+    return resent
+
+
+# Twilio's creation times are whole seconds, and its clock is not ours.
+TWILIO_CLOCK_SKEW = timedelta(seconds=30)
+
+
+def _twilio_unaccepted(message_ids: list[int]) -> list[int]:
+    """Of these unknown sends, those that Twilio does not hold, asked of its Messages resource
+    (it sends no status for a message it keeps queued); Meta's are all kept. A send Twilio holds
+    records its SID and is `sent`; one Twilio cannot be asked about waits for the next round."""
+    twilio = list(
+        Message.objects.select_related("channel", "contact").filter(
+            id__in=message_ids, provider=Channel.Provider.TWILIO
+        )
+    )
+    if not twilio:
+        return message_ids
+    from whatsapp_platform.lib.providers.twilio import messages_created_since
+
+    held: set[int] = set()
+    for message in twilio:
+        called_at = message.send_started_at or timezone.now()  # selected on it: never empty
+        try:
+            sids = messages_created_since(
+                message.channel, to=_outbound(message).to, since=called_at - TWILIO_CLOCK_SKEW
+            )
+        except ProviderError as exc:
+            logger.warning("Twilio's messages could not be listed (%s)", type(exc).__name__)
+            held.add(message.id)
+            continue
+        # Our other messages to this recipient are already recorded; what is left is this one.
+        known = set(
+            Message.objects.filter(
+                provider=Channel.Provider.TWILIO, provider_message_id__in=sids
+            ).values_list("provider_message_id", flat=True)
+        )
+        accepted = [sid for sid in sids if sid not in known]
+        if accepted:
+            held.add(message.id)
+            messages_sent_record(sent={message.id: accepted[0]})
+    return [i for i in message_ids if i not in held]
 
 
 def messages_sweep(*, overdue_after: float | None = None, limit: int = 1000) -> dict[str, int]:

@@ -23,6 +23,7 @@ from whatsapp_platform.lib.providers.http import open_download
 from whatsapp_platform.lib.providers.twilio import is_account_media_url
 from whatsapp_platform.lib.storage import archive_storage
 from whatsapp_platform.models import Channel, Organization
+from whatsapp_platform.monitoring import metrics as send_metrics
 from whatsapp_platform.services import channel_flag_credential_error
 
 logger = logging.getLogger(__name__)
@@ -213,10 +214,11 @@ def message_statuses_apply(
 
     A status for a provider id not recorded yet that names our message id (a send whose
     outcome was unknown, or whose call has not returned yet) records that id on the
-    organization's own message and is applied. Any other status for an unknown id (it can
-    arrive before our own send call has returned) is kept and applied when the message records
-    that id. Returns how many were
-    "applied", only "recorded" (the message is already further on) or left "pending".
+    organization's own message and is applied. One that names a message sent again after
+    all, with the id of the first attempt, marks it sent twice and is only recorded. Any other
+    status for an unknown id (it can arrive before our own send call has returned) is kept and
+    applied when the message records that id. Returns how many were "applied", only
+    "recorded" (the message is already further on) or left "pending".
     """
     for update in updates:
         if update.status not in Message.STATUS_RANK:
@@ -229,7 +231,8 @@ def message_statuses_apply(
             provider_message_id__in={u.provider_message_id for u in updates},
         ).values_list("provider_message_id", "id")
     }
-    ids.update(_provider_ids_reconcile(organization, provider, updates, ids))
+    learnt, earlier = _provider_ids_reconcile(organization, provider, updates, ids)
+    ids.update(learnt)
     counts = {"applied": 0, "recorded": 0, "pending": 0}
     pending = []
     known = [(ids[u.provider_message_id], u) for u in updates if u.provider_message_id in ids]
@@ -239,7 +242,9 @@ def message_statuses_apply(
         updates = [u for u in updates if u.provider_message_id not in ids]
     for update in updates:
         message_id = ids.get(update.provider_message_id)
-        if message_id is None:
+        if message_id is None and update.provider_message_id in earlier:
+            counts["recorded"] += 1  # the first attempt of a message sent twice
+        elif message_id is None:
             pending.append(
                 PendingStatus.from_update(
                     organization=organization, provider=provider, update=update
@@ -254,27 +259,46 @@ def message_statuses_apply(
 
 def _provider_ids_reconcile(
     organization: Organization, provider: str, updates: list[StatusUpdate], known: dict[str, int]
-) -> dict[str, int]:
-    """Provider ids of sends whose outcome we never recorded (`unknown`, or still `sending`),
-    learnt from statuses that name our message id. Only the organization's own messages."""
+) -> tuple[dict[str, int], set[str]]:
+    """Provider ids of sends whose outcome we never recorded (`unknown`, still `sending`, or
+    waiting to be sent again), learnt from statuses that name our message id. Only the
+    organization's own messages.
+
+    Returns the ids learnt, and the ids of first attempts of messages that were sent again and
+    already hold their resend's id: the recipient got those twice, which the message records.
+    """
     named = {
         u.our_message_id: u.provider_message_id
         for u in updates
         if u.our_message_id is not None and u.provider_message_id not in known
     }
     if not named:
-        return {}
-    candidates = Message.objects.filter(
-        id__in=named,
-        organization=organization,
-        provider=provider,
-        direction=Message.Direction.OUTBOUND,
-        status__in=(Message.Status.UNKNOWN, Message.Status.SENDING),
-        provider_message_id=None,
-    ).values_list("id", flat=True)
+        return {}, set()
+    status = Message.Status
+    candidates = (
+        Message.objects.filter(
+            id__in=named,
+            organization=organization,
+            provider=provider,
+            direction=Message.Direction.OUTBOUND,
+        )
+        .filter(
+            Q(status__in=(status.UNKNOWN, status.SENDING), provider_message_id=None)
+            # Queued to be sent again: the first attempt's status settles it, so it is not.
+            | Q(status=status.QUEUED, provider_message_id=None, resent_at__isnull=False)
+            # Sent again and recorded: a first attempt reported now went out as well.
+            | Q(provider_message_id__isnull=False, resent_at__isnull=False)
+        )
+        .values_list("id", "provider_message_id")
+    )
     found: dict[str, int] = {}
-    for message_id in candidates:
+    earlier: set[str] = set()
+    for message_id, recorded_id in candidates:
         provider_message_id = named[message_id]
+        if recorded_id is not None:
+            earlier.add(provider_message_id)
+            _double_record(message_id, provider_message_id)
+            continue
         try:
             with transaction.atomic():
                 recorded = Message.objects.filter(id=message_id, provider_message_id=None).update(
@@ -284,7 +308,17 @@ def _provider_ids_reconcile(
             continue
         if recorded:
             found[provider_message_id] = message_id
-    return found
+    return found, earlier
+
+
+def _double_record(message_id: int, earlier_provider_message_id: str) -> None:
+    """The provider accepted both attempts of a message that was sent again."""
+    doubled = Message.objects.filter(id=message_id, earlier_provider_message_id=None).update(
+        earlier_provider_message_id=earlier_provider_message_id, updated_at=timezone.now()
+    )
+    if doubled:
+        logger.warning("Message %s was sent twice: its first attempt was accepted", message_id)
+        send_metrics.sends_count("doubled", 1)
 
 
 def _status_apply(message_id: int, update: StatusUpdate) -> str:
@@ -407,6 +441,9 @@ def messages_sent_record(*, sent: dict[int, str]) -> None:
         with connection.cursor() as cursor:
             cursor.execute(
                 f"UPDATE {table} AS m SET provider_message_id = v.pid, "  # noqa: S608
+                # A first attempt of a resent message reported meanwhile: it went out twice.
+                "earlier_provider_message_id = CASE WHEN m.provider_message_id <> v.pid "
+                "THEN m.provider_message_id ELSE m.earlier_provider_message_id END, "
                 "status = CASE WHEN m.status IN ('sending', 'unknown') THEN 'sent' "
                 "ELSE m.status END, sent_at = COALESCE(m.sent_at, %s), updated_at = %s, "
                 "attempts = m.attempts + 1, next_attempt_at = NULL, error_code = '', "
@@ -415,6 +452,9 @@ def messages_sent_record(*, sent: dict[int, str]) -> None:
             )
     else:
         for message_id, provider_message_id in sent.items():
+            Message.objects.filter(id=message_id, provider_message_id__isnull=False).exclude(
+                provider_message_id=provider_message_id
+            ).update(earlier_provider_message_id=F("provider_message_id"))
             Message.objects.filter(id=message_id).update(
                 provider_message_id=provider_message_id,
                 sent_at=Coalesce("sent_at", now),

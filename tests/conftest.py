@@ -127,6 +127,11 @@ def provider_api(providers: tuple[str, ProviderState], settings: Any) -> Provide
     state.meta_templates.clear()
     state.twilio_contents.clear()
     state.listing_answers.clear()
+    state.twilio_messages.clear()
+    # A test may give the fake another account's credentials: each starts from the defaults.
+    state.twilio_auth = ProviderState().twilio_auth
+    state.status_webhook_url = ""
+    state.statuses_reported.clear()
     return state
 
 

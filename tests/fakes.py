@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import json
 import re
 import select
@@ -17,9 +18,12 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlencode
+from urllib.request import Request, urlopen
 
 
 @dataclass
@@ -51,6 +55,14 @@ class ProviderState:
     twilio_contents: list[dict[str, Any]] = field(default_factory=list)
     # At most this many templates a page, whatever the client asks: listings take pages.
     template_page_size: int = 2
+    # As Meta does, report every accepted send with a signed `sent` status webhook that echoes
+    # its biz_opaque_callback_data, posted to this URL with this app secret (off when empty).
+    status_webhook_url: str = ""
+    status_webhook_secret: str = ""
+    # The `sent` statuses answered 200 by the platform: (wamid, biz_opaque_callback_data).
+    statuses_reported: list[tuple[str, str]] = field(default_factory=list)
+    # The Twilio messages created, as the Messages resource lists them (newest last).
+    twilio_messages: list[dict[str, Any]] = field(default_factory=list)
     # Scripted answers (errors, odd pages) for the next template listing calls: (HTTP status,
     # JSON body).
     listing_answers: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
@@ -138,6 +150,9 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._send(404, b"")
             data, mime = state.media[match.group(1)]
             return self._send(200, data, mime)
+        # Twilio: GET /2010-04-01/Accounts/{AccountSid}/Messages.json?To=..., newest first.
+        if match := re.fullmatch(r"/2010-04-01/Accounts/(\w+)/Messages\.json", path):
+            return self._twilio_messages(match.group(1), parse_qs(query), base)
         # Twilio: media URL answers a redirect to the CDN, which does not want credentials.
         if match := re.fullmatch(r"/2010-04-01/Accounts/(\w+)/Messages/\w+/Media/(\w+)", self.path):
             expected = "Basic " + base64.b64encode(":".join(state.twilio_auth).encode()).decode()
@@ -197,6 +212,91 @@ class _Handler(BaseHTTPRequestHandler):
             next_query = urlencode({"fields": fields, "limit": end - start, "after": cursor})
             paging["next"] = f"{base}/{version}/{waba_id}/message_templates?{next_query}"
         return self._json(200, {"data": page, "paging": paging})
+
+    def _twilio_messages(self, account_sid: str, query: dict[str, list[str]], base: str) -> None:
+        state = self.server.state
+        expected = "Basic " + base64.b64encode(":".join(state.twilio_auth).encode()).decode()
+        if self.headers.get("Authorization", "") != expected:
+            return self._json(401, {"code": 20003, "message": "Authenticate", "status": 401})
+        if state.listing_answers:
+            status, answer = state.listing_answers.pop(0)
+            return self._json(status, answer)
+        to = query.get("To", [""])[0]
+        sender = query.get("From", [""])[0]
+        found = [
+            m
+            for m in reversed(state.twilio_messages)
+            if m["account_sid"] == account_sid
+            and (not to or m["to"] == to)
+            and (not sender or m["from"] == sender)
+        ]
+        size = int(query.get("PageSize", ["50"])[0])
+        path = f"/2010-04-01/Accounts/{account_sid}/Messages.json"
+        return self._json(
+            200,
+            {
+                "messages": found[:size],
+                "end": min(size, len(found)) - 1,
+                "first_page_uri": f"{path}?PageSize={size}&Page=0",
+                "next_page_uri": None,
+                "page": 0,
+                "page_size": size,
+                "previous_page_uri": None,
+                "start": 0,
+                "uri": f"{path}?PageSize={size}&Page=0",
+            },
+        )
+
+    def _meta_status_report(self, phone_number_id: str, wamid: str, request: Any) -> None:
+        """Meta's `sent` status webhook for an accepted message, signed with the app secret."""
+        state = self.server.state
+        status: dict[str, Any] = {
+            "id": wamid,
+            "status": "sent",
+            "timestamp": str(int(time.time())),
+            "recipient_id": str(request.get("to", "")),
+            "pricing": {"billable": True, "pricing_model": "PMP", "category": "utility"},
+        }
+        if "biz_opaque_callback_data" in request:
+            status["biz_opaque_callback_data"] = request["biz_opaque_callback_data"]
+        value = {
+            "messaging_product": "whatsapp",
+            "metadata": {"display_phone_number": "15550783881", "phone_number_id": phone_number_id},
+            "statuses": [status],
+        }
+        body = json.dumps(
+            {
+                "object": "whatsapp_business_account",
+                "entry": [{"id": "0", "changes": [{"field": "messages", "value": value}]}],
+            }
+        ).encode()
+        digest = hmac.new(state.status_webhook_secret.encode(), body, hashlib.sha256).hexdigest()
+        url = state.status_webhook_url
+
+        def post() -> None:
+            # After our answer, and again until answered 200, as Meta retries.
+            for attempt in range(10):
+                time.sleep(0.1 * 2**attempt)
+                outgoing = Request(
+                    url,
+                    data=body,
+                    method="POST",
+                    headers={
+                        "Content-Type": "application/json",
+                        "X-Hub-Signature-256": f"sha256={digest}",
+                    },
+                )
+                try:
+                    with urlopen(outgoing, timeout=10) as response:
+                        if response.status == 200:
+                            state.statuses_reported.append(
+                                (wamid, str(status.get("biz_opaque_callback_data", "")))
+                            )
+                            return
+                except OSError:
+                    continue
+
+        threading.Thread(target=post, daemon=True).start()
 
     def _twilio_contents(self, query: dict[str, list[str]], base: str) -> None:
         state = self.server.state
@@ -268,7 +368,8 @@ class _Handler(BaseHTTPRequestHandler):
                 status, error = state.send_errors.pop(0)
                 return self._json(status, error)
             try:
-                to = json.loads(body)["to"]
+                request = json.loads(body)
+                to = request["to"]
             except (ValueError, KeyError):
                 return self._json(
                     400,
@@ -280,14 +381,15 @@ class _Handler(BaseHTTPRequestHandler):
                         }
                     },
                 )
+            wamid = f"wamid.FAKE{uuid.uuid4().hex}"
+            if state.status_webhook_url:
+                self._meta_status_report(self.path.split("/")[2], wamid, request)
             return self._json(
                 200,
                 {
                     "messaging_product": "whatsapp",
                     "contacts": [{"input": to, "wa_id": to}],
-                    "messages": [
-                        {"id": f"wamid.FAKE{uuid.uuid4().hex}", "message_status": "accepted"}
-                    ],
+                    "messages": [{"id": wamid, "message_status": "accepted"}],
                 },
             )
         # Twilio: POST /2010-04-01/Accounts/{AccountSid}/Messages.json (form-encoded)
@@ -310,27 +412,27 @@ class _Handler(BaseHTTPRequestHandler):
 
             form = {k: v[0] for k, v in parse_qs(body.decode()).items()}
             sid = "SM" + uuid.uuid4().hex
-            return self._json(
-                201,
-                {
-                    "account_sid": match.group(1),
-                    "api_version": "2010-04-01",
-                    "body": form.get("Body", ""),
-                    "date_created": "Thu, 24 Nov 2026 10:00:00 +0000",
-                    "direction": "outbound-api",
-                    "error_code": None,
-                    "error_message": None,
-                    "from": form.get("From"),
-                    "messaging_service_sid": form.get("MessagingServiceSid"),
-                    "num_media": "0",
-                    "num_segments": "1",
-                    "price": None,
-                    "sid": sid,
-                    "status": "queued",
-                    "to": form.get("To"),
-                    "uri": f"/2010-04-01/Accounts/{match.group(1)}/Messages/{sid}.json",
-                },
-            )
+            created = {
+                "account_sid": match.group(1),
+                "api_version": "2010-04-01",
+                "body": form.get("Body", ""),
+                "date_created": format_datetime(datetime.now(UTC)),
+                "date_sent": None,
+                "direction": "outbound-api",
+                "error_code": None,
+                "error_message": None,
+                "from": form.get("From"),
+                "messaging_service_sid": form.get("MessagingServiceSid"),
+                "num_media": "0",
+                "num_segments": "1",
+                "price": None,
+                "sid": sid,
+                "status": "queued",
+                "to": form.get("To"),
+                "uri": f"/2010-04-01/Accounts/{match.group(1)}/Messages/{sid}.json",
+            }
+            state.twilio_messages.append(created)
+            return self._json(201, created)
         return self._json(404, {"error": {"message": "Unknown path", "code": 100}})
 
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import hashlib
 import logging
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, OperationalError, transaction
-from django.db.models import Q
+from django.db.models import Min, Q
 from django.http import QueryDict
 from django.utils import timezone
 
@@ -390,3 +390,18 @@ def webhook_events_requeue_stale(*, received_before_seconds: int = 30, limit: in
     if sent:
         logger.info("Re-enqueued %s stale webhook event(s)", sent)
     return sent
+
+
+def webhook_events_unprocessed_since() -> datetime | None:
+    """When the oldest stored event still waiting to be processed was received; None when
+    every one is processed. Statuses received before then have all been applied.
+
+    Failed events are left out: they are retried or dead-lettered, and one dead-lettered
+    event must not hold this back for good.
+    """
+    oldest = [
+        # One query per state, each on its partial index.
+        WebhookEvent.objects.filter(state=state).aggregate(oldest=Min("received_at"))["oldest"]
+        for state in (State.RECEIVED, State.QUEUED)
+    ]
+    return min((at for at in oldest if at is not None), default=None)

@@ -34,3 +34,14 @@ def requeue_stale_events() -> None:
     from webhooks.services import webhook_events_requeue_stale
 
     webhook_events_requeue_stale()
+
+
+@shared_task
+def resend_unreported_sends() -> None:
+    """Send again, once, the `unknown` sends that no status webhook named within
+    SEND_UNKNOWN_RESEND_AFTER_SECONDS, counting only the time up to which every stored webhook
+    is processed: a status still waiting in the queue may name them."""
+    from conversations.sending import messages_resend_unreported
+    from webhooks.services import webhook_events_unprocessed_since
+
+    messages_resend_unreported(reported_until=webhook_events_unprocessed_since())

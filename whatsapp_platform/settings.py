@@ -297,6 +297,12 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         "task": "conversations.tasks.sweep_sends",
         "schedule": SWEEP_INTERVAL_SECONDS,
     },
+    # Unknown sends that no status webhook named within SEND_UNKNOWN_RESEND_AFTER_SECONDS, sent
+    # again once: every minute.
+    "resend-unreported-sends": {
+        "task": "webhooks.tasks.resend_unreported_sends",
+        "schedule": SWEEP_INTERVAL_SECONDS,
+    },
     # Running campaigns whose fan-out stopped moving (a worker died): every minute.
     "restart-stalled-fanouts": {
         "task": "campaigns.tasks.restart_stalled_fanouts",
@@ -371,10 +377,16 @@ CAMPAIGN_FANOUT_SENDERS = env.int("CAMPAIGN_FANOUT_SENDERS", default=4)
 # A message still `queued` this long after its task was due is enqueued again (a lost publish).
 MESSAGE_REQUEUE_AFTER_SECONDS = env.int("MESSAGE_REQUEUE_AFTER_SECONDS", default=60)
 # A message `sending` for longer than a task may run was claimed by a worker that died: its
-# outcome is unknown, and it is reconciled from the status webhooks instead of being resent.
+# outcome is unknown, and it is reconciled from the status webhooks (or sent again, below).
 MESSAGE_SEND_LEASE_SECONDS = env.int(
     "MESSAGE_SEND_LEASE_SECONDS", default=CELERY_TASK_TIME_LIMIT + 60
 )
+# Meta and Twilio report every message they accept with a status webhook that names our message
+# id. A send whose outcome is unknown and that no status has named this long after its call
+# (and after every webhook received by then is processed) never reached the provider: it is
+# sent again, once. Longer is safer against provider webhooks that come late; shorter reaches
+# those recipients sooner.
+SEND_UNKNOWN_RESEND_AFTER_SECONDS = env.int("SEND_UNKNOWN_RESEND_AFTER_SECONDS", default=300)
 # Provider calls of one chunk of sends in flight at once (1,000/s at 50 ms needs about 50).
 MESSAGE_SEND_CONCURRENCY = env.int("MESSAGE_SEND_CONCURRENCY", default=100)
 

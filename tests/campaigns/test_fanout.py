@@ -428,7 +428,8 @@ def test_a_worker_killed_mid_campaign_leaves_nobody_messaged_twice(
             assert received[str(message.contact.wa_id)] == 1
         else:
             # Marked by the killed worker just before its call, which died before the answer:
-            # its outcome is unknown and it is never sent again.
+            # its outcome is unknown, and no status webhook (the fake here sends none) or
+            # resend (beat's, not run here) has settled it.
             assert message.status == Status.UNKNOWN
             never_reached += str(message.contact.wa_id) not in received
     # Each message is marked right before its own call, so a kill leaves at most the call it

@@ -5,7 +5,9 @@ deploy/gunicorn.conf.py, two Celery workers on the `incoming` and `outgoing` que
 the DatabaseScheduler (the sweeps every SWEEP_INTERVAL_SECONDS), PostgreSQL (the database
 `whatsapp_chaos`, recreated) and SQS (a moto server on a free port). Meta is a local fake Graph
 API: it counts every send by `to` and, as Meta does, posts a signed `sent` status webhook back
-for each message it accepted, carrying our message id in `biz_opaque_callback_data`.
+for each message it accepted, carrying our message id in `biz_opaque_callback_data`. A send a
+killed worker left `unknown` is either named by that status (the fake got it) or, once no status
+has named it for SEND_UNKNOWN_RESEND_AFTER_SECONDS, sent again (the fake never got it).
 
 While a campaign sends to 2,000 recipients, the script posts 10,000 signed Meta webhook
 deliveries (inbound messages, and statuses of 2,000 outbound messages shuffled out of order;
@@ -285,6 +287,8 @@ def main() -> int:
         "CELERY_TASK_SOFT_TIME_LIMIT": "40",
         "CELERY_TASK_TIME_LIMIT": "50",
         "MESSAGE_SEND_LEASE_SECONDS": "60",
+        # The fake reports every accepted send within about 2 s; minutes in production.
+        "SEND_UNKNOWN_RESEND_AFTER_SECONDS": "20",
         "MESSAGE_REQUEUE_AFTER_SECONDS": "10",
         "WEBHOOK_REQUEUE_AFTER_SECONDS": "20",
         "SWEEP_INTERVAL_SECONDS": "5",
@@ -528,7 +532,11 @@ def main() -> int:
             ).count()
             status = Campaign.objects.values_list("status", flat=True).get(id=campaign.id)
             busy = campaign_messages.filter(status__in=unsettled).count()
-            unknown = campaign_messages.filter(status=Message.Status.UNKNOWN).count()
+            # `unknown` sends not yet sent again wait for the resend; a resent one left
+            # `unknown` (its second call also cut short) is never sent a third time.
+            unknown = campaign_messages.filter(
+                status=Message.Status.UNKNOWN, resent_at__isnull=False
+            ).count()
             pending_rows = CampaignAudience.objects.filter(
                 campaign=campaign, state=CampaignAudience.State.PENDING
             ).count()
@@ -538,8 +546,7 @@ def main() -> int:
             if settled and busy == 0:
                 break
             if settled and busy == unknown:
-                # Only `unknown` sends are left: the status webhooks of those that reached the
-                # fake have all been delivered, so the others never reached it.
+                # Only `unknown` sends that were sent again are left: nothing more will happen.
                 settled_since = settled_since or time.monotonic()
                 if time.monotonic() - settled_since > 10:
                     break
@@ -598,6 +605,8 @@ def main() -> int:
         missed = sum(1 for contact in recipients if contact.wa_id not in fake.sent_to)
         campaign.refresh_from_db()
         campaign_statuses = Counter(campaign_messages.values_list("status", flat=True))
+        resent = campaign_messages.filter(resent_at__isnull=False).count()
+        recorded_twice = campaign_messages.filter(earlier_provider_message_id__isnull=False).count()
 
         print()
         print(f"webhook deliveries posted: {sender.posted:,} ({len(unique):,} unique), "
@@ -614,6 +623,8 @@ def main() -> int:
               f"{PendingStatus.objects.count()}")  # fmt: skip
         print(f"campaign {campaign.status}; its messages by status: "
               f"{json.dumps(dict(campaign_statuses))}")  # fmt: skip
+        print(f"unknown sends sent again after no status named them: {resent}; recorded as "
+              f"sent twice: {recorded_twice}")  # fmt: skip
         print(f"recipients messaged more than once: {double_sent}; never messaged: {missed}")
         print(f"workers that exited on their own and were started again: {dict(restarts)}")
         print(f"time to drain after the last delivery: {drain_s:.1f} s; "

@@ -14,8 +14,10 @@ from prometheus_client import Counter, Histogram
 
 message_sends = Counter(
     "message_sends_total",
-    "Outcomes of outbound sends: sent, failed, retry (put back after a retryable error) and "
-    "unknown, by provider error code or platform code.",
+    "Outcomes of outbound sends: sent, failed, retry (put back after a retryable error), "
+    "unknown, resent (an unknown send that no status named, sent again) and doubled (a resent "
+    "send whose first attempt the provider reported after all), by provider error code or "
+    "platform code.",
     ["status", "error_code"],
 )
 webhook_processing_seconds = Histogram(

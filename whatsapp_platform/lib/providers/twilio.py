@@ -13,6 +13,7 @@ import json
 import os
 import re
 from collections.abc import Iterator
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import requests
@@ -202,6 +203,39 @@ class TwilioBackend:
         except requests.RequestException as exc:
             raise transport_error(exc, "Send", send=True) from exc
         return SendResult(provider_message_id=str(created.sid))
+
+
+def messages_created_since(channel: Channel, *, to: str, since: datetime) -> list[str]:
+    """The SIDs of the channel's outbound messages to `to` that Twilio created at or after
+    `since`, oldest first (at most the 20 newest are looked at).
+
+    Twilio calls back for `sent`, `delivered` and `failed`, but not for a message it still
+    holds `queued` or `accepted`: whether it has a send whose answer was lost is asked of its
+    Messages resource instead. `DateSent` is no filter here (a day at a time, and empty until
+    sent), so the recipient and sender narrow the listing and the creation time is compared.
+    """
+    client = client_for(channel.account_sid, channel.auth_token)
+    filters: dict[str, Any] = {"to": _whatsapp_address(to)}
+    if not channel.messaging_service_sid:
+        filters["from_"] = channel.sender
+    try:
+        listed = client.messages.list(**filters, limit=20, page_size=20)
+    except TwilioException as exc:
+        raise error_from_exception(exc, "Message listing") from exc
+    except requests.RequestException as exc:
+        raise transport_error(exc, "Message listing", send=False) from exc
+    found = [
+        item
+        for item in listed
+        if str(item.direction or "").startswith("outbound")
+        and item.date_created is not None
+        and item.date_created >= since
+        and (
+            not channel.messaging_service_sid
+            or item.messaging_service_sid == channel.messaging_service_sid
+        )
+    ]
+    return [str(item.sid) for item in sorted(found, key=lambda item: item.date_created)]
 
 
 def content_and_approvals(
