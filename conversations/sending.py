@@ -14,9 +14,11 @@
 4. takes the per-contact marketing frequency cap with a conditional UPDATE of
    Contact.last_marketing_at (failed `frequency_cap` when taken);
 5. reserves pacing slots for the chunk in one round trip and makes the provider calls at their
-   slot times, concurrently, from a thread pool (the threads only do HTTP), recording
-   `send_started_at` on each message just before its call;
-6. records every provider id before returning, so before the task acknowledges.
+   slot times, concurrently, from the process's pool of provider-call threads (they only do
+   HTTP), recording `send_started_at` with one UPDATE per group of calls a few tens of
+   milliseconds ahead of them; a call whose slot has passed is not made, and takes a new slot;
+6. records every provider id before returning, so before the task acknowledges, in one
+   statement for the calls answered together.
 
 Provider errors: retryable ones back off exponentially with jitter, up to
 MESSAGE_SEND_MAX_RETRIES, then fail with the last error; permanent ones fail with the
@@ -38,11 +40,13 @@ Messages of priority LOW are campaign traffic for the sweeper's re-sends.
 from __future__ import annotations
 
 import logging
+import os
 import random
+import threading
 import time
 from collections import deque
-from collections.abc import Iterable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -91,12 +95,14 @@ MARKETING_STOPPED_HOLD = timedelta(days=3650)
 # A send waits inside its task for at most this long for a slot; further away, it is put back.
 MAX_SLOT_WAIT = 2.0
 # A provider call that starts later than this after its slot would bunch up with the next
-# ones: it takes a new slot instead.
+# ones: it takes a new slot instead. With the pacing's headroom, no one-second window can then
+# hold more than the limit even when calls start this late.
 LATE_AFTER = 0.015
-# `send_started_at` is recorded just before each call, together with the calls whose slots come
-# this soon after (one UPDATE for several at high rates): a worker that dies leaves unknown only
-# the calls it had started, or was about to start within this much time.
-MARK_AHEAD = 0.005
+# `send_started_at` is recorded with one UPDATE for each group of calls whose slots fall within
+# MARK_GROUP, MARK_LEAD ahead of the group's first slot: a worker that dies leaves unknown the
+# calls it had started and at most those due within the next MARK_LEAD + MARK_GROUP.
+MARK_GROUP = 0.02
+MARK_LEAD = 0.02
 
 
 def message_queue(
@@ -455,20 +461,18 @@ class _ChannelSend:
         channel = self.channel
         backend = backend_for(channel)
         pending = deque(messages)
-        futures: set[Future[tuple[Message, Any]]] = set()
-        executor = (
-            ThreadPoolExecutor(max_workers=min(settings.MESSAGE_SEND_CONCURRENCY, len(messages)))
-            if len(messages) > 1
-            else None
-        )
+        # One message (an API send) is called from this thread; a chunk from the process's pool.
+        pool = provider_call_pool() if len(messages) > 1 else None
+        in_flight: set[Future[tuple[Message, Any]]] = set()
         try:
-            while pending or futures:
-                if futures:
-                    done, futures = wait(
-                        futures, timeout=0 if pending else None, return_when=FIRST_COMPLETED
-                    )
-                    late = self._record([f.result() for f in done])
-                    pending.extendleft(reversed(late))
+            while pending or in_flight:
+                if in_flight:
+                    # Outcomes are recorded together: once the run's calls are all answered,
+                    # or, while more slots are to be taken, those answered so far.
+                    done, in_flight = wait(in_flight, timeout=0 if pending else None)
+                    if done:
+                        late = self._record([f.result() for f in done])
+                        pending.extendleft(reversed(late))
                 if not pending:
                     continue
                 if time.monotonic() > self.deadline:
@@ -493,45 +497,39 @@ class _ChannelSend:
                         time.sleep(max(0.005, reservation.delay - pacing.CAMPAIGN_HORIZON))
                     continue
                 first = time.monotonic() + reservation.delay
-                batch = list(pending)[: reservation.granted]
-                marked = 0
-                for index in range(reservation.granted):
-                    message = pending.popleft()
-                    at = first + index * reservation.interval
-                    # Marked and handed to a pool thread at its slot, not ahead of it: the less
-                    # time between the mark and the call, the fewer sends a worker that dies
-                    # leaves `unknown` without having made them. A late wake-up here delays the
-                    # call within LATE_AFTER; later than that, the call takes a new slot.
-                    pause = at - time.monotonic()
+                run = [pending.popleft() for _ in range(reservation.granted)]
+                slots = [first + index * reservation.interval for index in range(len(run))]
+                for group in _slot_groups(slots):
+                    # Each group is marked and handed over MARK_LEAD before its first slot, and
+                    # the calls wait for their own slots: the mark's round trip does not delay
+                    # a call, and a worker that dies leaves `unknown` without a call only the
+                    # sends due within the next MARK_LEAD + MARK_GROUP.
+                    pause = slots[group.start] - MARK_LEAD - time.monotonic()
                     if pause > 0:
                         time.sleep(pause)
-                    if index >= marked:
-                        marked = self._mark_handed(batch, index, first, reservation.interval)
-                    if executor is None:
-                        late = self._record([_call(backend, channel, message, at)])
-                        pending.extend(late)
-                    else:
-                        futures.add(executor.submit(_call, backend, channel, message, at))
+                    # Slots already missed (a slow mark before) are left unmarked: those
+                    # messages take new slots.
+                    missed_before = time.monotonic() - LATE_AFTER
+                    due = [i for i in range(group.start, group.stop) if slots[i] >= missed_before]
+                    missed = [
+                        run[i] for i in range(group.start, group.stop) if slots[i] < missed_before
+                    ]
+                    pending.extendleft(reversed(missed))
+                    if not due:
+                        continue
+                    Message.objects.filter(id__in=[run[i].id for i in due]).update(
+                        send_started_at=timezone.now()
+                    )
+                    for index in due:
+                        if pool is None:
+                            in_flight.add(_done(_call(backend, channel, run[index], slots[index])))
+                        else:
+                            in_flight.add(
+                                pool.submit(_call, backend, channel, run[index], slots[index])
+                            )
         finally:
-            if executor is not None:
-                executor.shutdown(wait=True)
-
-    @staticmethod
-    def _mark_handed(batch: list[Message], index: int, first: float, interval: float) -> int:
-        """Record `send_started_at` on the message at `index` and on those whose slots come
-        within MARK_AHEAD, just before they are handed to the provider; returns the index of
-        the first one left unmarked.
-
-        A worker that dies leaves only these `unknown` (the provider may have them): the
-        messages after them are still unmarked, so the sweeper sends them again.
-        """
-        end = index + 1
-        while end < len(batch) and first + end * interval <= first + index * interval + MARK_AHEAD:
-            end += 1
-        Message.objects.filter(id__in=[m.id for m in batch[index:end]]).update(
-            send_started_at=timezone.now()
-        )
-        return end
+            # No call of this send outlives it.
+            wait(in_flight)
 
     # --- Outcomes -----------------------------------------------------------------------
 
@@ -664,6 +662,43 @@ class _ChannelSend:
         for message_id in ids:
             self.statuses[message_id] = Status.QUEUED
         messages_enqueue(message_ids=ids, campaign=self.campaign, countdown=delay)
+
+
+_pool_lock = threading.Lock()
+_pool: tuple[int, ThreadPoolExecutor] | None = None
+
+
+def provider_call_pool() -> ThreadPoolExecutor:
+    """This process's threads for provider calls, shared by all its sends: threads (and their
+    keep-alive connections) outlive a chunk. A forked worker builds its own."""
+    global _pool
+    with _pool_lock:
+        if _pool is None or _pool[0] != os.getpid():
+            _pool = (
+                os.getpid(),
+                ThreadPoolExecutor(
+                    max_workers=settings.MESSAGE_SEND_CONCURRENCY,
+                    thread_name_prefix="provider-call",
+                ),
+            )
+        return _pool[1]
+
+
+def _slot_groups(slots: list[float]) -> Iterator[slice]:
+    """Consecutive slots within MARK_GROUP of the first of their group."""
+    start = 0
+    while start < len(slots):
+        stop = start + 1
+        while stop < len(slots) and slots[stop] < slots[start] + MARK_GROUP:
+            stop += 1
+        yield slice(start, stop)
+        start = stop
+
+
+def _done(result: tuple[Message, Any]) -> Future[tuple[Message, Any]]:
+    future: Future[tuple[Message, Any]] = Future()
+    future.set_result(result)
+    return future
 
 
 def _call(

@@ -387,8 +387,10 @@ MESSAGE_SEND_LEASE_SECONDS = env.int(
 # sent again, once. Longer is safer against provider webhooks that come late; shorter reaches
 # those recipients sooner.
 SEND_UNKNOWN_RESEND_AFTER_SECONDS = env.int("SEND_UNKNOWN_RESEND_AFTER_SECONDS", default=300)
-# Provider calls of one chunk of sends in flight at once (1,000/s at 50 ms needs about 50).
-MESSAGE_SEND_CONCURRENCY = env.int("MESSAGE_SEND_CONCURRENCY", default=100)
+# Provider calls one worker process has in flight at once, for all its sends (threads are
+# started as needed): a channel's rate times the provider's answer time, plus the calls waiting
+# for their slots (1,000/s at 50 ms needs about 70; at 300 ms about 320).
+MESSAGE_SEND_CONCURRENCY = env.int("MESSAGE_SEND_CONCURRENCY", default=400)
 
 # --- Archive storage --------------------------------------------------------------------------
 ARCHIVE_S3_BUCKET = env.str("ARCHIVE_S3_BUCKET", default="")

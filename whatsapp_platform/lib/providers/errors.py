@@ -10,7 +10,13 @@ import re
 from collections.abc import Mapping
 
 import requests
-from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, NewConnectionError
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    HTTPError,
+    MaxRetryError,
+    NewConnectionError,
+    ReadTimeoutError,
+)
 
 
 class ProviderError(Exception):
@@ -71,6 +77,17 @@ def transport_error(exc: requests.RequestException, what: str, *, send: bool) ->
     if send and not _never_connected(exc) and isinstance(exc, requests.ConnectionError):
         return ProviderOutcomeUnknownError(f"{what}: the connection dropped")
     return ProviderRetryableError(f"{what}: {type(exc).__name__}", code="connection")
+
+
+def send_transport_error(exc: HTTPError, what: str) -> Exception:
+    """`transport_error` for a send made with urllib3 directly (retries off, as requests has
+    them): the same classification."""
+    reason = exc.reason if isinstance(exc, MaxRetryError) else exc
+    if isinstance(reason, NewConnectionError | ConnectTimeoutError):
+        return ProviderRetryableError(f"{what}: {type(reason).__name__}", code="connection")
+    if isinstance(reason, ReadTimeoutError):
+        return ProviderOutcomeUnknownError(f"{what}: no answer in time")
+    return ProviderOutcomeUnknownError(f"{what}: the connection dropped")
 
 
 def retry_after_header(headers: Mapping[str, str]) -> float | None:

@@ -1,8 +1,11 @@
 """Meta's Graph API (base URL and version from settings, so tests use a local server).
 
-Sends go through one pooled `requests.Session` per process, with connect and read timeouts:
+Sends go through one pooled urllib3 `PoolManager` per process, with connect and read timeouts:
 campaigns send hundreds of messages a second, and a new TLS connection per message would cost
-more than the send. Failures are classified by Graph's `error.code`, never by the HTTP status
+more than the send. urllib3 is what requests is built on; called directly it takes about a
+third of the CPU per call (no session, cookie or environment merging), which is what bounds a
+worker process at those rates. Other Graph calls (template listings, media lookups) are rare
+and use requests. Failures are classified by Graph's `error.code`, never by the HTTP status
 alone: Meta answers throttling with HTTP 400.
 """
 
@@ -10,10 +13,12 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
+import orjson
 import requests
+import urllib3
 from django.conf import settings
 from requests.adapters import HTTPAdapter
 
@@ -25,6 +30,7 @@ from whatsapp_platform.lib.providers.errors import (
     ProviderRetryableError,
     redact_numbers,
     retry_after_header,
+    send_transport_error,
     transport_error,
 )
 from whatsapp_platform.lib.providers.http import get_json
@@ -74,22 +80,49 @@ def media_info(media_id: str, access_token: str) -> dict[str, Any]:
 
 _session_lock = threading.Lock()
 _session: tuple[int, requests.Session] | None = None
+_send_pool: tuple[int, urllib3.PoolManager] | None = None
 
 
 def session() -> requests.Session:
-    """This process's pooled session; a forked worker builds its own instead of sharing sockets."""
+    """This process's pooled session for the rare calls (listings, lookups); a forked worker
+    builds its own instead of sharing sockets."""
     global _session
     with _session_lock:
         if _session is None or _session[0] != os.getpid():
             new = requests.Session()
-            # As many connections as one chunk has calls in flight, so none is thrown away.
-            adapter = HTTPAdapter(
-                pool_connections=4, pool_maxsize=max(32, settings.MESSAGE_SEND_CONCURRENCY)
-            )
+            adapter = HTTPAdapter(pool_connections=4, pool_maxsize=8)
             new.mount("https://", adapter)
             new.mount("http://", adapter)
             _session = (os.getpid(), new)
         return _session[1]
+
+
+def send_pool() -> urllib3.PoolManager:
+    """This process's connections for sends: as many kept alive as it makes calls at once
+    (MESSAGE_SEND_CONCURRENCY), so none is thrown away. A forked worker builds its own.
+
+    Like requests, it verifies against REQUESTS_CA_BUNDLE or certifi's bundle, and goes through
+    the proxy the environment names for the Graph API's address, if any.
+    """
+    global _send_pool
+    with _session_lock:
+        if _send_pool is None or _send_pool[0] != os.getpid():
+            options: dict[str, Any] = {
+                "num_pools": 4,
+                "maxsize": max(32, settings.MESSAGE_SEND_CONCURRENCY),
+                # As requests has it: no retry on a connection error, and never a send
+                # repeated once its request went out (its outcome is unknown).
+                "retries": urllib3.Retry(0, read=False, redirect=False),
+                "ca_certs": os.environ.get("REQUESTS_CA_BUNDLE")
+                or requests.utils.DEFAULT_CA_BUNDLE_PATH,
+            }
+            base = settings.META_GRAPH_API_BASE_URL
+            proxy = requests.utils.get_environ_proxies(base).get(base.split(":", 1)[0])
+            pool = (
+                urllib3.ProxyManager(proxy, **options) if proxy else urllib3.PoolManager(**options)
+            )
+            _send_pool = (os.getpid(), pool)
+        return _send_pool[1]
 
 
 def timeout() -> tuple[float, float]:
@@ -98,11 +131,17 @@ def timeout() -> tuple[float, float]:
 
 def error_from_response(response: requests.Response, what: str) -> ProviderError:
     """The classified error of a failed Graph call."""
-    status = response.status_code
     try:
         body = response.json()
     except ValueError:
         body = None
+    return error_from_answer(response.status_code, body, response.headers, what)
+
+
+def error_from_answer(
+    status: int, body: Any, headers: Mapping[str, str], what: str
+) -> ProviderError:
+    """The classified error of a Graph answer: its HTTP status, JSON body and headers."""
     error = body.get("error") if isinstance(body, dict) else None
     if not isinstance(error, dict):
         # No Graph error object: a proxy or an outage answered.
@@ -110,7 +149,7 @@ def error_from_response(response: requests.Response, what: str) -> ProviderError
         return cls(
             f"{what}: HTTP {status}",
             status=status,
-            retry_after=retry_after_header(response.headers),
+            retry_after=retry_after_header(headers),
         )
     try:
         code: int | None = int(error.get("code"))  # type: ignore[arg-type]
@@ -126,7 +165,7 @@ def error_from_response(response: requests.Response, what: str) -> ProviderError
     if code in CREDENTIAL_CODES:
         return ProviderCredentialError(text, code=code_text, status=status)
     if code in RETRYABLE_CODES or status >= 500:
-        retry_after = retry_after_header(response.headers)
+        retry_after = retry_after_header(headers)
         if code == PAIR_RATE_LIMIT:
             retry_after = settings.PAIR_RATE_SECONDS
         elif code == MAINTENANCE and retry_after is None:
@@ -164,6 +203,32 @@ def call(
         raise ProviderPermanentError(
             f"{what}: the answer is not JSON", status=response.status_code
         ) from exc
+    return body
+
+
+def send_call(url: str, access_token: str, payload: dict[str, Any]) -> dict[str, Any]:
+    """One send: `POST` the payload; the JSON answer, or a classified error."""
+    what = "Send"
+    try:
+        response = send_pool().request(
+            "POST",
+            url,
+            body=orjson.dumps(payload),
+            headers={**auth_headers(access_token), "Content-Type": "application/json"},
+            timeout=urllib3.Timeout(
+                connect=settings.PROVIDER_CONNECT_TIMEOUT, read=settings.PROVIDER_READ_TIMEOUT
+            ),
+        )
+    except urllib3.exceptions.HTTPError as exc:
+        raise send_transport_error(exc, what) from exc
+    try:
+        body = orjson.loads(response.data)
+    except orjson.JSONDecodeError:
+        body = None
+    if response.status >= 400:
+        raise error_from_answer(response.status, body, response.headers, what)
+    if not isinstance(body, dict):
+        raise ProviderPermanentError(f"{what}: the answer is not JSON", status=response.status)
     return body
 
 
@@ -266,12 +331,10 @@ def message_payload(message: OutboundMessage) -> dict[str, Any]:
 
 class MetaBackend:
     def send(self, channel: Channel, message: OutboundMessage) -> SendResult:
-        body = call(
-            "POST",
+        body = send_call(
             graph_url(f"{channel.phone_number_id}/messages"),
             channel.access_token,
-            what="Send",
-            json=message_payload(message),
+            message_payload(message),
         )
         try:
             provider_message_id = str(body["messages"][0]["id"])
