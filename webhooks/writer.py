@@ -272,15 +272,16 @@ class EventWriter:
             logger.error(
                 "Storing %s of %s webhook event(s) failed: %s", len(failed), len(rows), errors
             )
+        # Handed over before the answers: once a request is answered, its event is on its way.
+        dispatcher.submit_many(
+            list(inserted.values()), [first[key].correlation_id for key in inserted]
+        )
         for waiter in batch:
             key = waiter.row.dedupe_key
             if key in failed:
                 waiter.answer(error=failed[key])
             else:
                 waiter.answer(event_id=inserted.get(key) if first[key] is waiter else None)
-        dispatcher.submit_many(
-            list(inserted.values()), [first[key].correlation_id for key in inserted]
-        )
 
 
 def _database_error(exc: BaseException) -> DatabaseError:
