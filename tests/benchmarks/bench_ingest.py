@@ -71,6 +71,9 @@ end
 # shared machine, only their CPU is counted.
 OWN_SESSIONS: set[int] = set()
 OWN_DATABASE = {"name": ""}
+# Each process's CPU when last seen, by (pid, start time): one that exits (a recycled gunicorn
+# worker, the database backend of a connection closed while idle) stays counted.
+_SEEN: dict[tuple[int, int], tuple[str, float]] = {}
 
 
 def cpu_seconds() -> dict[str, float]:
@@ -99,14 +102,14 @@ def cpu_seconds() -> dict[str, float]:
             continue
         elif "gunicorn" in cmdline:
             part = "gunicorn"
-            # With the workers it reaped (cutime, cstime): a recycled worker's CPU stays counted.
-            used += (int(fields[13]) + int(fields[14])) / ticks
         elif "moto_server" in cmdline:
             part = "sqs (moto)"
         elif "celery" in cmdline:
             part = "worker"
         else:
             continue
+        _SEEN[(int(stat.parent.name), int(fields[19]))] = (part, used)
+    for part, used in _SEEN.values():
         totals[part] = totals.get(part, 0.0) + used
     return totals
 
