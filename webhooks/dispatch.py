@@ -26,8 +26,8 @@ LINGER_SECONDS = 0.2  # how long a batch waits for company: fewer, fuller publis
 
 class EventDispatcher:
     def __init__(self) -> None:
-        # (event id, the correlation id of the request that stored it)
-        self._queue: queue.SimpleQueue[tuple[int, str]] = queue.SimpleQueue()
+        # Each commit's events: (event id, the correlation id of the request that stored it)
+        self._queue: queue.SimpleQueue[list[tuple[int, str]]] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._pid: int | None = None
         self._idle = threading.Event()
@@ -49,37 +49,42 @@ class EventDispatcher:
                     self._pid = os.getpid()
         self._idle.clear()
         requests = correlation_ids or [correlation_id.get()] * len(event_ids)
-        for event_id, request_id in zip(event_ids, requests, strict=True):
-            self._queue.put((event_id, request_id))
+        self._queue.put(list(zip(event_ids, requests, strict=True)))
 
     def wait_idle(self, timeout: float = 10) -> bool:
         """Wait until everything submitted has been handled (for tests and shutdown)."""
         return self._idle.wait(timeout)
 
     def _run(self) -> None:
-        from webhooks.services import webhook_events_send
-
         while True:
-            items = [self._queue.get()]
-            deadline = time.monotonic() + LINGER_SECONDS
-            while len(items) < DISPATCH_BATCH:
+            items = self._queue.get()
+            # Let a batch gather, then take it all at once: one wake-up a batch, not one an event.
+            time.sleep(LINGER_SECONDS)
+            while True:
                 try:
-                    items.append(self._queue.get(timeout=max(0.0, deadline - time.monotonic())))
+                    items += self._queue.get_nowait()
                 except queue.Empty:
                     break
-            ids = [event_id for event_id, _ in items]
-            # The batch's task carries the correlation ids of all its requests.
-            token = correlation_id.set(correlation_ids_join(cid for _, cid in items))
-            try:
-                close_old_connections()
-                webhook_events_send(event_ids=ids)
-            except Exception:
-                logger.exception("Dispatching %s webhook event(s) failed", len(ids))
-            finally:
-                correlation_id.reset(token)
+            for start in range(0, len(items), DISPATCH_BATCH):
+                self._send(items[start : start + DISPATCH_BATCH])
             if self._queue.empty():
                 connection.close()  # idle: hold no database connection
                 self._idle.set()
+
+    @staticmethod
+    def _send(items: list[tuple[int, str]]) -> None:
+        from webhooks.services import webhook_events_send
+
+        ids = [event_id for event_id, _ in items]
+        # The batch's task carries the correlation ids of all its requests.
+        token = correlation_id.set(correlation_ids_join(cid for _, cid in items))
+        try:
+            close_old_connections()
+            webhook_events_send(event_ids=ids)
+        except Exception:
+            logger.exception("Dispatching %s webhook event(s) failed", len(ids))
+        finally:
+            correlation_id.reset(token)
 
 
 dispatcher = EventDispatcher()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hmac
 import logging
 from collections.abc import Callable
@@ -15,6 +16,7 @@ from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods, require_POST
+from prometheus_client import Counter
 
 from webhooks import parsing
 from webhooks.metrics import webhooks_received
@@ -29,8 +31,14 @@ logger = logging.getLogger(__name__)
 EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response />'
 
 
+@functools.cache
+def _received(provider: str, result: str) -> Counter:
+    """The counter of one provider's deliveries with one result (looked up once a process)."""
+    return webhooks_received.labels(provider=provider, result=result)
+
+
 def _refuse(provider: str, status: int, message: str, result: str) -> JsonResponse:
-    webhooks_received.labels(provider=provider, result=result).inc()
+    _received(provider, result).inc()
     return JsonResponse({"error": message}, status=status)
 
 
@@ -91,7 +99,7 @@ def meta_webhook(request: HttpRequest) -> HttpResponse:
         payload = parsing.parse_meta_body(body)
     except parsing.PayloadError as exc:
         return _refuse("meta", 400, str(exc), "bad_request")
-    signature = request.headers.get("X-Hub-Signature-256", "")
+    signature = request.META.get("HTTP_X_HUB_SIGNATURE_256", "")
     if not signature:
         return _refuse("meta", 403, "Missing X-Hub-Signature-256.", "invalid_signature")
     phone_number_ids, waba_ids = parsing.meta_routes(payload)
@@ -116,7 +124,7 @@ def meta_webhook(request: HttpRequest) -> HttpResponse:
         organization_id=organization_id,
         signature=signature,
     )
-    webhooks_received.labels(provider="meta", result="accepted" if event_id else "duplicate").inc()
+    _received("meta", "accepted" if event_id else "duplicate").inc()
     return HttpResponse("OK", content_type="text/plain")
 
 
@@ -175,9 +183,7 @@ def _twilio_webhook(request: HttpRequest, *, inbound: bool) -> HttpResponse:
         channel=channel,
         signature=signature,
     )
-    webhooks_received.labels(
-        provider="twilio", result="accepted" if event_id else "duplicate"
-    ).inc()
+    _received("twilio", "accepted" if event_id else "duplicate").inc()
     if inbound:
         return HttpResponse(EMPTY_TWIML, content_type="text/xml")
     return HttpResponse(status=200)

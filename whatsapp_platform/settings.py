@@ -84,6 +84,15 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
+# Provider webhooks (/webhooks/, machine to machine) need no session, user, CSRF token, flash
+# messages, frame options or static files: the WSGI application (whatsapp_platform/wsgi.py)
+# serves them through this shorter chain. Host validation and HTTPS redirects still apply.
+WEBHOOK_PATH_PREFIX = "/webhooks/"
+WEBHOOK_MIDDLEWARE = [
+    "whatsapp_platform.monitoring.logs.CorrelationIdMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "django.middleware.common.CommonMiddleware",
+]
 
 # Password sign-in, then what people's organization roles allow: permissions come only from
 # memberships (and superusers have them all), never from Django permissions given directly.

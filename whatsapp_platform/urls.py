@@ -9,10 +9,11 @@ admin.site.site_header = "WhatsApp platform"
 admin.site.site_title = "WhatsApp platform"
 
 urlpatterns = [
+    # First: the busiest path, resolved before any pattern it would have to be tried against.
+    path("webhooks/", include("webhooks.urls")),
     path("admin/", admin.site.urls),
     path("health/", views.health, name="health"),
     path("", include("whatsapp_platform.monitoring.urls")),
-    path("webhooks/", include("webhooks.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("api/", include("conversations.urls")),

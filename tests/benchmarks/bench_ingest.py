@@ -67,6 +67,15 @@ end
 """
 
 
+# The processes this run started (each leads a session of its own) and its database: on a
+# shared machine, only their CPU is counted.
+OWN_SESSIONS: set[int] = set()
+OWN_DATABASE = {"name": ""}
+# Each process's CPU when last seen, by (pid, start time): one that exits (a recycled gunicorn
+# worker, the database backend of a connection closed while idle) stays counted.
+_SEEN: dict[tuple[int, int], tuple[str, float]] = {}
+
+
 def cpu_seconds() -> dict[str, float]:
     """CPU time used so far by each part of the set-up, read from /proc."""
     ticks = os.sysconf("SC_CLK_TCK")
@@ -81,18 +90,26 @@ def cpu_seconds() -> dict[str, float]:
             continue
         fields = text[text.rindex(")") + 2 :].split()
         used = (int(fields[11]) + int(fields[12])) / ticks
-        if "gunicorn" in cmdline:
-            part = "gunicorn"
-        elif "moto_server" in cmdline:
-            part = "sqs (moto)"
-        elif text.split(" ")[1].startswith("(postgres"):
+        own = int(fields[3]) in OWN_SESSIONS
+        if text.split(" ")[1].startswith("(postgres"):
+            # This run's backends, and the server's own processes (WAL writer, checkpointer).
+            if " postgres " in cmdline and f" {OWN_DATABASE['name']} " not in cmdline:
+                continue
             part = "postgres"
         elif cmdline.startswith("wrk"):
             part = "wrk"
+        elif not own:
+            continue
+        elif "gunicorn" in cmdline:
+            part = "gunicorn"
+        elif "moto_server" in cmdline:
+            part = "sqs (moto)"
         elif "celery" in cmdline:
             part = "worker"
         else:
             continue
+        _SEEN[(int(stat.parent.name), int(fields[19]))] = (part, used)
+    for part, used in _SEEN.values():
         totals[part] = totals.get(part, 0.0) + used
     return totals
 
@@ -100,6 +117,12 @@ def cpu_seconds() -> dict[str, float]:
 def cpu_split(before: dict[str, float], after: dict[str, float], seconds: float) -> str:
     parts = sorted(after, key=lambda k: -(after[k] - before.get(k, 0.0)))
     return ", ".join(f"{k} {100 * (after[k] - before.get(k, 0.0)) / seconds:.0f}%" for k in parts)
+
+
+def server_cpu_ms(before: dict[str, float], after: dict[str, float], requests: float) -> float:
+    """CPU milliseconds the server side (gunicorn, PostgreSQL, SQS) spent on each request."""
+    parts = ("gunicorn", "postgres", "sqs (moto)")
+    return 1000 * sum(after.get(k, 0.0) - before.get(k, 0.0) for k in parts) / max(requests, 1)
 
 
 def profile_run(out: Path, pid: int, run: Callable[[], dict[str, float]], duration: int) -> None:
@@ -195,6 +218,8 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=10, help="Seconds per wrk run.")
     parser.add_argument("--rounds", type=int, default=3, help="Interleaved rounds of bare/ingest.")
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--web-port", type=int, help="gunicorn's port. Default: a free one.")
+    parser.add_argument("--aws-port", type=int, help="moto's port. Default: a free one.")
     parser.add_argument("--gunicorn-workers", type=int, help="Default: deploy/gunicorn.conf.py.")
     parser.add_argument("--gunicorn-threads", type=int, help="Default: deploy/gunicorn.conf.py.")
     parser.add_argument("--batch-posts", type=int, default=200, help="Webhooks of 50 statuses.")
@@ -218,7 +243,7 @@ def main() -> None:
         raise SystemExit("wrk is needed: apt-get install wrk")
 
     work = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
-    aws_port, web_port = free_port(), free_port()
+    aws_port, web_port = args.aws_port or free_port(), args.web_port or free_port()
     database_url = os.environ.get(
         "BENCH_DATABASE_URL", "postgres://postgres:postgres@127.0.0.1:5432/whatsapp_bench"
     )
@@ -250,6 +275,7 @@ def main() -> None:
             command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
         processes.append(process)
+        OWN_SESSIONS.add(process.pid)
         return process
 
     def stop(process: subprocess.Popen[bytes]) -> None:
@@ -270,6 +296,7 @@ def main() -> None:
         connection = psycopg2.connect(admin_url)
         connection.autocommit = True
         name = database_url.rsplit("/", 1)[1]
+        OWN_DATABASE["name"] = name
         with connection.cursor() as cursor:
             cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
             cursor.execute(f'CREATE DATABASE "{name}"')
@@ -360,17 +387,26 @@ def main() -> None:
                 for n in range(per_run):
                     body = status_body([f"wamid.BENCH{round_ * per_run + n:08d}"], "delivered")
                     out.write(f"{meta_signature(body, APP_SECRET)}\t{body.decode()}\n")
+            before = cpu_seconds()
             bare_runs.append(wrk(base + "/health/"))
+            after = cpu_seconds()
+            bare_split = cpu_split(before, after, args.duration)
+            bare_cpu = server_cpu_ms(before, after, bare_runs[-1]["rps"] * args.duration)
             before = cpu_seconds()
             ingest_runs.append(
                 wrk(base + "/webhooks/meta/", "-s", str(lua), "--", str(requests_file), "2")
             )
-            split = cpu_split(before, cpu_seconds(), args.duration)
+            after = cpu_seconds()
+            split = cpu_split(before, after, args.duration)
+            ingest_cpu = server_cpu_ms(before, after, ingest_runs[-1]["rps"] * args.duration)
             print(
                 f"round {round_ + 1}: bare {bare_runs[-1]['rps']:.0f} req/s, "
-                f"webhook {ingest_runs[-1]['rps']:.0f} req/s",
+                f"webhook {ingest_runs[-1]['rps']:.0f} req/s; server CPU a request (gunicorn, "
+                f"postgres, moto): bare {bare_cpu:.2f} ms, webhook {ingest_cpu:.2f} ms "
+                f"(load average {os.getloadavg()[0]:.2f})",
                 flush=True,
             )
+            print(f"  CPU during the bare run (of one core): {bare_split}", flush=True)
             print(f"  CPU during the webhook run (of one core): {split}", flush=True)
         errors = sum(run["errors"] for run in ingest_runs + bare_runs)
         if args.profile:
