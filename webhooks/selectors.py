@@ -26,6 +26,7 @@ class ChannelSecret:
     channel_id: int
     organization_id: int
     app_secret: str
+    phone_number_id: str = ""
 
 
 _cache: dict[object, tuple[float, list[ChannelSecret]]] = {}
@@ -53,8 +54,11 @@ def meta_channels_named(*, phone_number_ids: set[str], waba_ids: set[str]) -> li
         channels = Channel.objects.filter(
             Q(phone_number_id__in=phone_number_ids) | Q(waba_id__in=waba_ids),
             provider=Channel.Provider.META,
-        ).only("id", "organization_id", "app_secret")
-        return [ChannelSecret(c.id, c.organization_id, c.app_secret) for c in channels]
+        ).only("id", "organization_id", "app_secret", "phone_number_id")
+        return [
+            ChannelSecret(c.id, c.organization_id, c.app_secret, c.phone_number_id)
+            for c in channels
+        ]
 
     return _cached(("named", frozenset(phone_number_ids), frozenset(waba_ids)), load)
 

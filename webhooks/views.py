@@ -102,14 +102,22 @@ def meta_webhook(request: HttpRequest) -> HttpResponse:
     signature = request.META.get("HTTP_X_HUB_SIGNATURE_256", "")
     if not signature:
         return _refuse("meta", 403, "Missing X-Hub-Signature-256.", "invalid_signature")
-    phone_number_ids, waba_ids = parsing.meta_routes(payload)
-    named = meta_channels_named(phone_number_ids=phone_number_ids, waba_ids=waba_ids)
+    numbers, waba_ids = parsing.meta_routes(payload)
+    named = meta_channels_named(phone_number_ids=numbers, waba_ids=waba_ids)
     if named:
-        # Every channel the body names must have signed it: one tenant's secret never
-        # vouches for another tenant's number.
-        if not all(meta_signature_valid(body, signature, c.app_secret) for c in named):
+        signed = {
+            secret: meta_signature_valid(body, signature, secret)
+            for secret in {c.app_secret for c in named}
+        }
+        signers = [c for c in named if signed[c.app_secret]]
+        # A number's own channel must have signed what names it: one tenant's secret never
+        # vouches for another tenant's number. A WABA id can be on several tenants' channels
+        # (an agency, or a mistake), so one of them signing is enough: processing applies the
+        # items only for the tenants whose secret signed, and nobody can block another's.
+        numbers_signed = all(signed[c.app_secret] for c in named if c.phone_number_id in numbers)
+        if not signers or not numbers_signed:
             return _refuse("meta", 403, "Invalid signature.", "invalid_signature")
-        organizations = {c.organization_id for c in named}
+        organizations = {c.organization_id for c in signers}
         organization_id = organizations.pop() if len(organizations) == 1 else None
     else:
         # No channel for this number yet: keep it if any of our app secrets signed it.

@@ -452,3 +452,75 @@ def test_a_template_status_on_a_waba_connected_twice_applies_to_each_signers_own
     assert [t.status for t in copies] == [MessageTemplate.Status.PAUSED] * 2
     assert elsewhere.status == MessageTemplate.Status.APPROVED
     assert WebhookEvent.objects.get(id=event.id).state == WebhookEvent.State.PROCESSED
+
+
+def _post_meta(body: str, secret: str) -> int:
+    return (
+        Client()
+        .post(
+            "/webhooks/meta/",
+            data=body,
+            content_type="application/json",
+            HTTP_X_HUB_SIGNATURE_256=meta_signature(body.encode(), secret),
+        )
+        .status_code
+    )
+
+
+def test_a_tenant_naming_anothers_waba_id_cannot_block_its_webhooks(tenants) -> None:
+    acme, globex = tenants
+    waba_id = "102290129340398"
+    Channel.objects.filter(id=acme.channel.id).update(waba_id=waba_id, app_secret="acme-secret")
+    ChannelFactory(organization=globex.organization, waba_id=waba_id, app_secret="globex-secret")
+    ours = MessageTemplateFactory(channel=acme.channel, name="order_update", language="en_US")
+    body = _template_status_body(waba_id)
+
+    assert _post_meta(body, "acme-secret") == 200
+
+    event = WebhookEvent.objects.get(kind=WebhookEvent.Kind.TEMPLATE_STATUS)
+    assert event.organization_id == acme.organization.id
+    webhook_event_process(event_id=event.id)
+    ours.refresh_from_db()
+    assert ours.status == MessageTemplate.Status.PAUSED
+    # A secret that signs for none of the channels the body names is still refused.
+    assert _post_meta(body, "someone-else") == 403
+
+
+def test_a_shared_waba_never_lets_one_tenants_secret_vouch_for_anothers_number(tenants) -> None:
+    acme, globex = tenants
+    waba_id = "102290129340398"
+    Channel.objects.filter(id=acme.channel.id).update(waba_id=waba_id, app_secret="acme-secret")
+    ChannelFactory(organization=globex.organization, waba_id=waba_id, app_secret="globex-secret")
+    body = json.dumps(
+        {
+            "object": "whatsapp_business_account",
+            "entry": [
+                {
+                    "id": waba_id,
+                    "changes": [
+                        {
+                            "field": "messages",
+                            "value": {
+                                "messaging_product": "whatsapp",
+                                "metadata": {
+                                    "display_phone_number": "15550001111",
+                                    "phone_number_id": acme.channel.phone_number_id,
+                                },
+                                "statuses": [
+                                    {
+                                        "id": "wamid.forged",
+                                        "status": "read",
+                                        "timestamp": "1700000000",
+                                        "recipient_id": "15551234567",
+                                    }
+                                ],
+                            },
+                        }
+                    ],
+                }
+            ],
+        }
+    )
+
+    assert _post_meta(body, "globex-secret") == 403
+    assert not WebhookEvent.objects.exists()
