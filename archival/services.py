@@ -500,7 +500,7 @@ def _fetch(source: Source, found: FoundBatch) -> FetchedBatch:
 
 def _compress(lines: list[bytes], level: int) -> EncodedBatch:
     """gzip JSON Lines into a spooled file, hashed as written. Touches no database, so it runs
-    beside the next batch's reads (zlib releases the GIL)."""
+    beside the previous batch's upload and delete (zlib releases the GIL)."""
     spool: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # type: ignore[assignment]  # noqa: SIM115
     writer = _HashingWriter(spool)
     with gzip.GzipFile(fileobj=writer, mode="wb", compresslevel=level, mtime=0) as gz:  # type: ignore[arg-type]
@@ -509,11 +509,8 @@ def _compress(lines: list[bytes], level: int) -> EncodedBatch:
     return EncodedBatch(spool, writer.size, writer.digest.hexdigest())
 
 
-def _compress_upload_verify(
-    storage: ArchiveStorage, key: str | None, lines: list[bytes], level: int
-) -> EncodedBatch:
-    """Compress, then (unless a dry run, without key) upload and read the object back."""
-    encoded = _compress(lines, level)
+def _upload_verify(storage: ArchiveStorage, key: str | None, encoded: EncodedBatch) -> EncodedBatch:
+    """Upload a compressed batch (unless a dry run, without key) and read the object back."""
     if key is None:
         encoded.spool.close()
         return encoded
@@ -803,19 +800,19 @@ def _own_connection_close() -> None:
 
 
 def _batch_tail(
-    state: RunState, fetched: FetchedBatch, key: str | None, lines: list[bytes], commit: bool
+    state: RunState, fetched: FetchedBatch, key: str | None, encoded: EncodedBatch, commit: bool
 ) -> EncodedBatch:
-    """Compress, upload and confirm a batch; with `commit`, also record it stored and delete its
-    rows, on this thread's own connection, while the next batch is read on the run's."""
-    encoded = _compress_upload_verify(state.storage, key, lines, state.level)
+    """Upload and confirm a compressed batch; with `commit`, also record it stored and delete its
+    rows, on this thread's own connection, while the next batch is read and compressed."""
+    _upload_verify(state.storage, key, encoded)
     if commit:
         _batch_finish(state, fetched, encoded)
     return encoded
 
 
 def _archive_sources(state: RunState) -> bool:
-    """Batch after batch; each batch's compression, upload and (where a second connection can
-    see the run's rows) delete and commit run in a thread while the next batch is read, and its
+    """Batch after batch; each batch's upload and (where a second connection can see the run's
+    rows) delete and commit run in a thread while the next batch is read and compressed, and its
     rows are deleted once its object is confirmed."""
     run = state.run
     positions: dict[str, Any] = run.report.setdefault("positions", {})
@@ -862,8 +859,10 @@ def _archive_sources(state: RunState) -> bool:
                     after = found.position
                     fetched = _fetch(source, found)
                     key = _batch_begin(state, fetched)
-                    future = tails.submit(_batch_tail, state, fetched, key, fetched.lines, threaded)
+                    # Here rather than in the tail, whose share of a batch is the longer one.
+                    encoded = _compress(fetched.lines, state.level)
                     fetched.lines = []
+                    future = tails.submit(_batch_tail, state, fetched, key, encoded, threaded)
                     settle()
                     in_flight = (fetched, future, after)
         finally:
