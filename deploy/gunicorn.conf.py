@@ -36,4 +36,13 @@ access_log_format = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(B)s %(M)sms'
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
 
-__all__ = ["child_exit", "on_starting"]
+
+def worker_exit(server: object, worker: object) -> None:
+    """A worker recycled or stopped first hands its stored events to the broker: otherwise those
+    still waiting in the dispatcher's linger would wait for the sweeper."""
+    from webhooks.dispatch import dispatcher
+
+    dispatcher.wait_idle(timeout=10)
+
+
+__all__ = ["child_exit", "on_starting", "worker_exit"]

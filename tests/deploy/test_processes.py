@@ -111,3 +111,59 @@ def test_meta_verification_through_gunicorn_keeps_the_token_out_of_the_access_lo
     assert b'"GET /webhooks/meta/ HTTP/1.1" 200' in access_log
     assert b"verify-token-6f1c2d" not in access_log
     assert b"hub.challenge" not in access_log
+
+
+def test_a_recycled_web_worker_hands_its_stored_events_to_the_broker_first(
+    transactional_db, celery_worker, tmp_path, unused_port
+) -> None:
+    from tests.webhooks.conftest import META_APP_SECRET, PHONE_NUMBER_ID, meta_wire, payload
+    from webhooks.models import WebhookEvent
+    from webhooks.signature import meta_signature
+
+    ChannelFactory(phone_number_id=PHONE_NUMBER_ID, app_secret=META_APP_SECRET)
+    env = {
+        **os.environ,
+        "DATABASE_URL": _database_url(),
+        "SQS_ENDPOINT_URL": f"http://127.0.0.1:{os.environ['TEST_AWS_PORT']}",
+        "BIND": f"127.0.0.1:{unused_port}",
+        "WEB_CONCURRENCY": "1",
+        "WEB_MAX_REQUESTS": "1",  # the worker exits right after answering the delivery
+    }
+    log = tmp_path / "gunicorn.log"
+    body = meta_wire(payload("meta/text.json"))
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{unused_port}/webhooks/meta/",
+        data=body,
+        headers={
+            "Content-Type": "application/json",
+            "X-Hub-Signature-256": meta_signature(body, META_APP_SECRET),
+        },
+    )
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [str(BIN / "gunicorn"), "-c", "deploy/gunicorn.conf.py", "whatsapp_platform.wsgi"],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            wait_for(lambda: b"Booting worker" in log.read_bytes(), timeout=30)
+            wait_for(lambda: _posted(request), timeout=30)
+            # No sweeper runs here: only the exiting worker's own dispatch can get it processed.
+            wait_for(
+                lambda: WebhookEvent.objects.filter(state=WebhookEvent.State.PROCESSED).exists(),
+                timeout=60,
+            )
+        finally:
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=30)
+    assert b"Autorestarting worker" in log.read_bytes()
+
+
+def _posted(request: urllib.request.Request) -> bool:
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
