@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from tests.benchmarks.bench_api_bulk import _prepare_database  # noqa: E402
+from tests.benchmarks.harness import recreate_database  # noqa: E402
 
 
 def main() -> None:
@@ -41,7 +41,7 @@ def main() -> None:
         "BENCH_DATABASE_URL", "postgres://postgres:postgres@127.0.0.1:5432/postgres"
     )
     url = base.rsplit("/", 1)[0] + "/whatsapp_bench_ai"
-    _prepare_database(url)
+    recreate_database(url)
     with openai_server() as (openai_url, state):
         os.environ.update(
             {

@@ -23,29 +23,11 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-
-def _prepare_database(url: str) -> None:
-    import psycopg2
-
-    parts = urlsplit(url)
-    name = parts.path.lstrip("/")
-    admin = psycopg2.connect(
-        host=parts.hostname,
-        port=parts.port or 5432,
-        user=parts.username,
-        password=parts.password,
-        dbname="postgres",
-    )
-    admin.autocommit = True
-    with admin.cursor() as cursor:
-        cursor.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        cursor.execute(f'CREATE DATABASE "{name}"')
-    admin.close()
+from tests.benchmarks.harness import recreate_database  # noqa: E402
 
 
 def main() -> None:
@@ -57,7 +39,7 @@ def main() -> None:
         "BENCH_DATABASE_URL", "postgres://postgres:postgres@127.0.0.1:5432/postgres"
     )
     url = base.rsplit("/", 1)[0] + "/whatsapp_bench_api"
-    _prepare_database(url)
+    recreate_database(url)
     os.environ.update(
         {
             "DATABASE_URL": url,

@@ -25,9 +25,12 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from tests.benchmarks.harness import recreate_database  # noqa: E402
+
 DEFAULT_URL = "postgres://postgres:postgres@127.0.0.1:5432/whatsapp_bench_archive"
 WORDS = [
     "hola",
@@ -71,32 +74,12 @@ WORDS = [
 STATUSES = ("sent", "delivered", "read", "failed")
 
 
-def _recreate_database(url: str) -> None:
-    import psycopg2
-
-    parts = urlsplit(url)
-    name = parts.path.lstrip("/")
-    connection = psycopg2.connect(
-        host=parts.hostname,
-        port=parts.port or 5432,
-        user=parts.username,
-        password=parts.password,
-        dbname="postgres",
-    )
-    connection.autocommit = True
-    with connection.cursor() as cursor:
-        cursor.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        cursor.execute(f'CREATE DATABASE "{name}"')
-    connection.close()
-
-
 def _setup_django(url: str, archive_dir: str) -> None:
     os.environ["DATABASE_URL"] = url
     os.environ["ARCHIVE_S3_BUCKET"] = ""
     os.environ["ARCHIVE_LOCAL_DIR"] = archive_dir
     os.environ.setdefault("SECRET_KEY", "bench-secret-key-not-for-production-0123456789abcdef")
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "whatsapp_platform.settings")
-    sys.path.insert(0, str(ROOT))
     import django
 
     django.setup()
@@ -238,7 +221,7 @@ def main() -> None:
         archive_only()
         return
     archive_dir = tempfile.mkdtemp(prefix="bench-archive-")
-    _recreate_database(url)
+    recreate_database(url)
     _setup_django(url, archive_dir)
     from django.conf import settings
     from django.core.management import call_command

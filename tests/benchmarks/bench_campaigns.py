@@ -23,29 +23,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from tests.benchmarks.harness import recreate_database  # noqa: E402
+
 DEFAULT_URL = "postgres://postgres:postgres@127.0.0.1:5432/wp_campaigns_bench"
-
-
-def _recreate_database(url: str) -> None:
-    import psycopg2
-
-    parts = urlsplit(url)
-    name = parts.path.lstrip("/")
-    connection = psycopg2.connect(
-        host=parts.hostname,
-        port=parts.port or 5432,
-        user=parts.username,
-        password=parts.password,
-        dbname="postgres",
-    )
-    connection.autocommit = True
-    with connection.cursor() as cursor:
-        cursor.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        cursor.execute(f'CREATE DATABASE "{name}"')
-    connection.close()
 
 
 def _peak_rss_mb() -> float:
@@ -66,12 +50,11 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=100_000)
     args = parser.parse_args()
     url = os.environ.get("BENCH_DATABASE_URL", DEFAULT_URL)
-    _recreate_database(url)
+    recreate_database(url)
     os.environ["DATABASE_URL"] = url
     # The background import's task is sent to an in-process broker and run here, by hand.
     os.environ["CELERY_BROKER_URL"] = "memory://"
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "whatsapp_platform.settings")
-    sys.path.insert(0, str(ROOT))
     import django
 
     django.setup()
