@@ -22,6 +22,7 @@ import logging
 import tempfile
 import time
 import zlib
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -30,6 +31,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import IO, Any, cast
 
 import orjson
+import psycopg2.extensions
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import IntegrityError, connection, models, transaction
@@ -367,7 +369,9 @@ def _among(column: str, ids: list[int]) -> tuple[str, list[Any]]:
     """`column` is one of `ids`: one array parameter on PostgreSQL, which parses and plans far
     faster than thousands of placeholders."""
     if connection.vendor == "postgresql":
-        return f'"{column}" = ANY(%s::bigint[])', [_id_array(ids)]
+        # As a subquery's value, not a constant: the planner would otherwise estimate each of
+        # the thousands of ids in turn, which costs more than the statement itself.
+        return f'"{column}" = ANY(((SELECT %s::bigint[]))::bigint[])', [_id_array(ids)]
     return f'"{column}" IN (' + ",".join(["%s"] * len(ids)) + ")", list(ids)
 
 
@@ -376,17 +380,59 @@ def _encode_default(o: Any) -> Any:
     return DjangoJSONEncoder().default(o)
 
 
+# Column types PostgreSQL's to_json writes as this encoder would; integers are their own text
+# (cheaper than to_json); others go as JSON strings of their text.
+_INTEGER_TYPES = {
+    "AutoField",
+    "BigAutoField",
+    "BigIntegerField",
+    "IntegerField",
+    "PositiveBigIntegerField",
+    "PositiveIntegerField",
+    "PositiveSmallIntegerField",
+    "SmallAutoField",
+    "SmallIntegerField",
+}
+_TO_JSON_TYPES = {
+    "BooleanField",
+    "CharField",
+    "DateField",
+    "DateTimeField",
+    "EmailField",
+    "SlugField",
+    "TextField",
+    "URLField",
+    "UUIDField",
+}
+
+
+def _sql_kind(field: models.Field[Any, Any]) -> str:
+    if isinstance(field, models.JSONField):
+        return "json"
+    target = field.target_field if field.is_relation else field  # type: ignore[attr-defined]
+    kind = target.get_internal_type()
+    if kind in _INTEGER_TYPES:
+        return "integer"
+    return "to_json" if kind in _TO_JSON_TYPES else "text"
+
+
 @dataclass(frozen=True)
 class RowShape:
-    """How a table's rows are read as plain tuples and written as tagged JSON lines.
+    """How a table's rows are written as tagged JSON lines:
+    `{"table": ..., "row": {column: value}}`, NULL columns left out.
 
-    JSON columns are read as their text and passed through unparsed (orjson.Fragment): decoding
-    and encoding them again would cost more than the rest of the row.
+    On PostgreSQL the database writes each line itself (`line_sql`), the way COPY writes its
+    text: building them in Python from decoded rows costs several times more. Elsewhere rows
+    are read as tuples and encoded here (`lines`). JSON columns go through as their text,
+    unparsed, either way.
     """
 
     table: str
     columns: tuple[str, ...]
     json_positions: tuple[int, ...]
+    # How PostgreSQL writes each column's JSON value: "json" (its own text), "integer" (its
+    # text), "to_json", or "text" (a JSON string of its text, as a decimal is written here).
+    sql_kinds: tuple[str, ...]
 
     @classmethod
     def of(cls, model: type[models.Model]) -> RowShape:
@@ -397,21 +443,38 @@ class RowShape:
             json_positions=tuple(
                 i for i, f in enumerate(fields) if isinstance(f, models.JSONField)
             ),
+            sql_kinds=tuple(_sql_kind(f) for f in fields),
         )
 
-    def expressions(self, alias: str) -> list[str]:
-        cast = "::text" if connection.vendor == "postgresql" else ""
-        return [
-            f'{alias}."{column}"{cast if i in self.json_positions else ""}'
-            for i, column in enumerate(self.columns)
-        ]
+    def _prefix(self) -> bytes:
+        return b'{"table":' + orjson.dumps(self.table) + b',"row":'
 
-    def select(self, alias: str) -> str:
-        return ", ".join(self.expressions(alias))
+    def line_sql(self, alias: str) -> str:
+        """The line as a PostgreSQL text expression. `concat_ws` skips NULLs, and a NULL column
+        makes its `"name":value` part NULL, so empty columns are left out as in `lines`."""
+        parts = []
+        for column, kind in zip(self.columns, self.sql_kinds, strict=True):
+            value = f'{alias}."{column}"'
+            value = {
+                "json": f"{value}::text",
+                "integer": f"{value}::text",
+                "to_json": f"to_json({value})::text",
+                "text": f"to_json({value}::text)::text",
+            }[kind]
+            parts.append(f"'{orjson.dumps(column).decode()}:' || {value}")
+        # concat_ws takes at most 100 arguments: wide tables are joined in groups.
+        groups = [
+            f"concat_ws(',', {', '.join(parts[n : n + 90])})" for n in range(0, len(parts), 90)
+        ]
+        joined = groups[0] if len(groups) == 1 else f"concat_ws(',', {', '.join(groups)})"
+        return f"'{self._prefix().decode()}{{' || {joined} || '}}}}'"
+
+    def expressions(self, alias: str) -> list[str]:
+        return [f'{alias}."{column}"' for column in self.columns]
 
     def lines(self, rows: list[tuple[Any, ...]]) -> list[bytes]:
-        """`{"table": ..., "row": {column: value}}` per row; NULL columns are left out."""
-        prefix = b'{"table":' + orjson.dumps(self.table) + b',"row":'
+        """The lines of rows read as `expressions` (databases other than PostgreSQL)."""
+        prefix = self._prefix()
         columns, positions, fragment = self.columns, self.json_positions, orjson.Fragment
         lines = []
         for row in rows:
@@ -430,15 +493,29 @@ class RowShape:
         return lines
 
 
+def _fetch_bytes(sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
+    """Rows with their text columns as UTF-8 bytes, as they come from PostgreSQL: lines are
+    written out as bytes, so decoding them to str first would be work thrown away."""
+    with connection.cursor() as cursor:
+        psycopg2.extensions.register_type(psycopg2.extensions.BYTES, cursor.cursor)
+        cursor.execute(sql, params)
+        return list(cursor.fetchall())
+
+
 def _json_lines(model: type[models.Model], column: str, ids: list[int], order: str) -> list[bytes]:
     """The rows whose `column` is in `ids`, as tagged JSON lines, in `order`."""
     if not ids:
         return []
     shape = RowShape.of(model)
     among, params = _among(column, ids)
+    if connection.vendor == "postgresql":
+        line = shape.line_sql("t")
+        sql = f'SELECT {line} FROM "{shape.table}" t WHERE t.{among} ORDER BY {order}'  # noqa: S608
+        return [row[0] for row in _fetch_bytes(sql, params)]
     with connection.cursor() as cursor:
         cursor.execute(
-            f'SELECT {shape.select("t")} FROM "{shape.table}" t WHERE t.{among} ORDER BY {order}',  # noqa: S608
+            f'SELECT {", ".join(shape.expressions("t"))} FROM "{shape.table}" t '  # noqa: S608
+            f"WHERE t.{among} ORDER BY {order}",
             params,
         )
         return shape.lines(cursor.fetchall())
@@ -499,8 +576,7 @@ def _fetch(source: Source, found: FoundBatch) -> FetchedBatch:
 
 
 def _compress(lines: list[bytes], level: int) -> EncodedBatch:
-    """gzip JSON Lines into a spooled file, hashed as written. Touches no database, so it runs
-    beside the previous batch's upload and delete (zlib releases the GIL)."""
+    """gzip JSON Lines into a spooled file, hashed as written."""
     spool: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # type: ignore[assignment]  # noqa: SIM115
     writer = _HashingWriter(spool)
     with gzip.GzipFile(fileobj=writer, mode="wb", compresslevel=level, mtime=0) as gz:  # type: ignore[arg-type]
@@ -548,8 +624,14 @@ class FoundBatch:
     lines: list[bytes] | None  # encoded from the same read (PostgreSQL)
 
 
-def _next_batch(state: RunState, source: Source, after: list[Any] | None) -> FoundBatch | None:
-    """The next batch of due rows of one day, after the keyset position `after`."""
+def _next_batch(
+    state: RunState, source: Source, after: list[Any] | None, day: date | None = None
+) -> FoundBatch | None:
+    """The next batch of due rows of one day, after the keyset position `after`.
+
+    `day` is the day the previous batch filled up on: the rows after it are most likely that
+    day's too, so they are read without first asking which day comes next.
+    """
     qs = source.due(default_days=state.default_days, organization_id=state.organization_id)
     f = source.date_field
     if after is not None:
@@ -558,43 +640,49 @@ def _next_batch(state: RunState, source: Source, after: list[Any] | None) -> Fou
         qs = qs.filter(**{f"{f}__gte": at}).filter(
             Q(**{f"{f}__gt": at}) | Q(**{f: at, "id__gt": after[1]})
         )
+    if day is not None:
+        found = _read_day(state, source, qs, day)
+        if found is not None:
+            return found
     first = qs.order_by(f, "id").values_list(f, flat=True).first()
     if first is None:
         return None
-    # One day per object: the batch ends where the next day begins.
-    day = first.astimezone(UTC).date()
+    return _read_day(state, source, qs, first.astimezone(UTC).date())
+
+
+def _read_day(
+    state: RunState, source: Source, qs: models.QuerySet[Any], day: date
+) -> FoundBatch | None:
+    """Up to a batch of `qs`'s rows of `day`, in keyset order: one day per object."""
+    f = source.date_field
     day_end = datetime.combine(day + timedelta(days=1), datetime.min.time(), tzinfo=UTC)
     qs = qs.filter(**{f"{f}__lt": day_end}).order_by(f, "id")
     # The contacts whose rows the batch holds, for erasure (events name none).
-    contact = "contact_id" if source.model is not WebhookEvent else "id"
+    names = ["id", f] if source.model is WebhookEvent else ["id", f, "contact_id"]
     if connection.vendor == "postgresql":
-        # One read: the batch's rows as plain tuples, encoded here.
+        # One read: the batch's lines, written by the database, with what the run needs.
         shape = RowShape.of(source.model)
-        columns = {
-            f"archive_{i}": RawSQL(expression, [], output_field=models.TextField())  # noqa: S611 (names from the model)
-            for i, expression in enumerate(shape.expressions(f'"{shape.table}"'))
-        }
-        query = qs.annotate(**columns).values_list(*columns)[: state.batch_size]
+        column = cast("models.Field[Any, Any]", source.model._meta.get_field(f)).column
+        query = qs.annotate(
+            archive_at=RawSQL(f'to_json("{shape.table}"."{column}")::text', []),  # noqa: S611 (names from the model)
+            archive_line=RawSQL(shape.line_sql(f'"{shape.table}"'), []),  # noqa: S611
+        ).values_list("archive_line", "id", "archive_at", *names[2:])[: state.batch_size]
         sql, params = query.query.sql_with_params()
-        with connection.cursor() as cursor:
-            cursor.execute(sql, params)
-            rows = cursor.fetchall()
-        index = shape.columns.index
-        id_at, date_at, contact_at = index("id"), index(f), index(contact)
-        lines: list[bytes] | None = shape.lines(rows)
-        ids = [row[id_at] for row in rows]
-        last_at = rows[-1][date_at]
-        last_at = last_at if last_at.tzinfo else last_at.replace(tzinfo=UTC)
-        position = [last_at.isoformat(), rows[-1][id_at]]
-        contacts = {row[contact_at] for row in rows}
+        rows = _fetch_bytes(sql, params)
+        if not rows:
+            return None
+        lines: list[bytes] | None = [row[0] for row in rows]
+        ids = [row[1] for row in rows]
+        position = [orjson.loads(rows[-1][2]), rows[-1][1]]
+        contacts = {row[3] for row in rows} if len(names) > 2 else set()
     else:
-        plain = list(qs.values_list("id", f, contact)[: state.batch_size])
+        plain = list(qs.values_list(*names)[: state.batch_size])
+        if not plain:
+            return None
         lines = None
         ids = [row[0] for row in plain]
         position = [plain[-1][1].isoformat(), plain[-1][0]]
-        contacts = {row[2] for row in plain}
-    if source.model is WebhookEvent:
-        contacts = set()
+        contacts = {row[2] for row in plain} if len(names) > 2 else set()
     return FoundBatch(day, ids, contacts, position, lines)
 
 
@@ -799,75 +887,93 @@ def _own_connection_close() -> None:
     connection.close()  # looked up in the batch thread: its own connection
 
 
+def _batch_compress(fetched: FetchedBatch, level: int) -> EncodedBatch:
+    encoded = _compress(fetched.lines, level)
+    fetched.lines = []  # its memory back before the batch settles
+    return encoded
+
+
 def _batch_tail(
-    state: RunState, fetched: FetchedBatch, key: str | None, encoded: EncodedBatch, commit: bool
+    state: RunState,
+    fetched: FetchedBatch,
+    key: str | None,
+    compressed: Future[EncodedBatch],
+    commit: bool,
 ) -> EncodedBatch:
-    """Upload and confirm a compressed batch; with `commit`, also record it stored and delete its
-    rows, on this thread's own connection, while the next batch is read and compressed."""
+    """Upload and confirm a batch once compressed; with `commit`, also record it stored and
+    delete its rows, on this thread's own connection."""
+    encoded = compressed.result()
     _upload_verify(state.storage, key, encoded)
     if commit:
         _batch_finish(state, fetched, encoded)
     return encoded
 
 
+# Batches between their read and their settling: one being compressed, one being uploaded and
+# deleted, while the next is read.
+IN_FLIGHT_BATCHES = 2
+
+
 def _archive_sources(state: RunState) -> bool:
-    """Batch after batch; each batch's upload and (where a second connection can see the run's
-    rows) delete and commit run in a thread while the next batch is read and compressed, and its
-    rows are deleted once its object is confirmed."""
+    """Batch after batch, in three stages that overlap: this thread reads a batch while the one
+    before is compressed in a second thread (zlib releases the GIL) and the one before that is
+    uploaded, confirmed and (where a second connection can see the run's rows) deleted and
+    committed in a third. Each batch's rows are deleted once its object is confirmed, and
+    batches settle in order, so the run's keyset position only moves past stored batches."""
     run = state.run
     positions: dict[str, Any] = run.report.setdefault("positions", {})
-    in_flight: tuple[FetchedBatch, Future[EncodedBatch], Any] | None = None
+    in_flight: deque[tuple[FetchedBatch, Future[EncodedBatch], Any]] = deque()
     # A second connection sees only committed rows: not those of an enclosing transaction.
     threaded = (
         connection.vendor == "postgresql" and not connection.in_atomic_block and not run.dry_run
     )
 
-    def settle() -> None:
-        nonlocal in_flight
-        if in_flight is None:
-            return
-        fetched, future, position = in_flight
-        in_flight = None
-        encoded = future.result()
-        if not threaded:
-            _batch_finish(state, fetched, encoded)
-        positions[fetched.source.kind] = position
-        if state.progress:
-            state.progress(len(fetched.ids))
-        if state.heartbeat:
-            state.heartbeat()
+    def settle(keep: int = 0) -> None:
+        while len(in_flight) > keep:
+            fetched, future, position = in_flight.popleft()
+            encoded = future.result()
+            if not threaded:
+                _batch_finish(state, fetched, encoded)
+            positions[fetched.source.kind] = position
+            if state.progress:
+                state.progress(len(fetched.ids))
+            if state.heartbeat:
+                state.heartbeat()
 
-    with ThreadPoolExecutor(
-        max_workers=1,
-        thread_name_prefix="archive-batch",
-        initializer=_own_connection_session if threaded else None,
-    ) as tails:
+    with (
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="archive-compress") as compressor,
+        ThreadPoolExecutor(
+            max_workers=1,
+            thread_name_prefix="archive-batch",
+            initializer=_own_connection_session if threaded else None,
+        ) as tails,
+    ):
         try:
             for source in SOURCES:
                 if positions.get(source.kind) == "done":
                     continue
                 after = positions.get(source.kind)
+                full_day: date | None = None
                 while True:
                     if time.monotonic() > state.deadline:
                         settle()
                         return False
-                    found = _next_batch(state, source, after)
+                    found = _next_batch(state, source, after, full_day)
                     if found is None:
                         settle()
                         positions[source.kind] = "done"
                         break
                     after = found.position
+                    full_day = found.day if len(found.ids) == state.batch_size else None
                     fetched = _fetch(source, found)
                     key = _batch_begin(state, fetched)
-                    # Here rather than in the tail, whose share of a batch is the longer one.
-                    encoded = _compress(fetched.lines, state.level)
-                    fetched.lines = []
-                    future = tails.submit(_batch_tail, state, fetched, key, encoded, threaded)
-                    settle()
-                    in_flight = (fetched, future, after)
+                    compressed = compressor.submit(_batch_compress, fetched, state.level)
+                    tail = tails.submit(_batch_tail, state, fetched, key, compressed, threaded)
+                    in_flight.append((fetched, tail, after))
+                    settle(keep=IN_FLIGHT_BATCHES)
         finally:
-            if in_flight is not None:
-                in_flight[1].cancel()
+            for _, future, _ in in_flight:
+                future.cancel()
             if threaded:
                 tails.submit(_own_connection_close)
     return True

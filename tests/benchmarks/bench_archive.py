@@ -78,7 +78,9 @@ def _setup_django(url: str, archive_dir: str) -> None:
     os.environ["DATABASE_URL"] = url
     os.environ["ARCHIVE_S3_BUCKET"] = ""
     os.environ["ARCHIVE_LOCAL_DIR"] = archive_dir
+    os.environ["DEBUG"] = "false"  # as deployed: no query log kept in memory
     os.environ.setdefault("SECRET_KEY", "bench-secret-key-not-for-production-0123456789abcdef")
+    os.environ.setdefault("FIELD_ENCRYPTION_KEY", "jmdq1tHqF7sJ5bZ0pP3W6k3nK7fKQ4XoJxqvG2Hk0aA=")
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "whatsapp_platform.settings")
     import django
 
