@@ -9,8 +9,8 @@ the `outgoing` queue. Each sender works for a bounded time, round after round:
 2. it takes the next pending audience rows with `SELECT ... FOR UPDATE SKIP LOCKED`, so senders
    on any number of machines never take the same rows;
 3. it re-checks each contact (opted out, marketing frequency cap, marketing hold): those are
-   skipped with the reason; for the others it writes one queued template message each and links
-   it to its row, in the same transaction;
+   skipped with the reason; for the others it writes one template message each, already
+   claimed (`sending`), and links it to its row, in the same transaction;
 4. it hands the chunk to the send pipeline (`messages_send`), which claims each message
    atomically, paces it and records the outcome, and counts the failures in a row.
 
@@ -42,6 +42,7 @@ from campaigns import services
 from campaigns.models import Campaign, CampaignAudience, MessageTemplate
 from conversations.models import Conversation, Message
 from whatsapp_platform.celery import enqueue_on_commit
+from whatsapp_platform.lib.bulk import rows_insert
 
 logger = logging.getLogger(__name__)
 
@@ -106,7 +107,8 @@ def campaign_chunks_send(*, campaign_id: int) -> bool:
         if message_ids:
             from conversations.sending import messages_send
 
-            statuses = messages_send(message_ids=message_ids, campaign=True)
+            # A chunk's own messages are written claimed; orphans are queued and claimed again.
+            statuses = messages_send(message_ids=message_ids, campaign=True, claimed=bool(taken))
             if campaign.consecutive_failures or Status.FAILED in statuses.values():
                 _failures_count(campaign_id, message_ids)
     return True
@@ -208,26 +210,28 @@ def _chunk_take(campaign: Campaign) -> tuple[int, list[int]]:
     if not to_send:
         return len(rows), []
     conversations = _conversations_for(campaign, [row.contact_id for row in to_send])
-    messages = Message.objects.bulk_create(
-        [
-            Message(
-                organization_id=campaign.organization_id,
-                channel_id=campaign.channel_id,
-                contact_id=row.contact_id,
-                conversation_id=conversations[row.contact_id],
-                direction=Message.Direction.OUTBOUND,
-                provider=campaign.channel.provider,
-                type=Message.Type.TEMPLATE,
-                text=_rendered_body(template, row.variables),
-                content=template_content(template, row.variables),
-                status=Status.QUEUED,
-                queued_at=now,
-                priority=Message.Priority.LOW,
-            )
-            for row in to_send
-        ]
+    # Written `sending`: claimed by this sender, which hands them to the pipeline itself (a
+    # sender that dies leaves them to the sweeper, which queues them again).
+    created = rows_insert(
+        Message,
+        shared={
+            "organization_id": campaign.organization_id,
+            "channel_id": campaign.channel_id,
+            "direction": Message.Direction.OUTBOUND,
+            "provider": campaign.channel.provider,
+            "type": Message.Type.TEMPLATE,
+            "status": Status.SENDING,
+            "queued_at": now,
+            "priority": Message.Priority.LOW,
+        },
+        varying={
+            "contact_id": [row.contact_id for row in to_send],
+            "conversation_id": [conversations[row.contact_id] for row in to_send],
+            "text": [_rendered_body(template, row.variables) for row in to_send],
+            "content": [template_content(template, row.variables) for row in to_send],
+        },
     )
-    message_ids = [message.id for message in messages]
+    message_ids = [message_id for (message_id,) in created]
     _rows_link([row.id for row in to_send], message_ids, now)
     return len(rows), message_ids
 
@@ -265,15 +269,10 @@ def _conversations_for(campaign: Campaign, contact_ids: list[int]) -> dict[int, 
     missing = [contact_id for contact_id in contact_ids if contact_id not in found]
     if not missing:
         return found
-    Conversation.objects.bulk_create(
-        [
-            Conversation(
-                organization_id=campaign.organization_id,
-                channel_id=campaign.channel_id,
-                contact_id=contact_id,
-            )
-            for contact_id in missing
-        ],
+    rows_insert(
+        Conversation,
+        shared={"organization_id": campaign.organization_id, "channel_id": campaign.channel_id},
+        varying={"contact_id": missing},
         ignore_conflicts=True,  # an inbound message may open one at the same moment
     )
     return existing()

@@ -195,13 +195,20 @@ class Message(TimestampedModel):
         Status.FAILED: "failed_at",
     }
 
+    # No index of their own: message_organization_idx and message_conversation_idx begin with
+    # them, and every index is written again by each of a send's updates.
     organization = models.ForeignKey(
-        Organization, on_delete=models.CASCADE, related_name="messages"
+        Organization, on_delete=models.CASCADE, related_name="messages", db_index=False
     )
     channel = models.ForeignKey(Channel, on_delete=models.CASCADE, related_name="messages")
     contact = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="messages")
     conversation = models.ForeignKey(
-        Conversation, on_delete=models.SET_NULL, null=True, blank=True, related_name="messages"
+        Conversation,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="messages",
+        db_index=False,
     )
     direction = models.CharField(max_length=3, choices=Direction.choices)
     # Copied from the channel so the provider's id can be unique per provider.

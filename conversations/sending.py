@@ -4,7 +4,8 @@
 (`message_send` for one message, `messages_send` for a campaign chunk) then, in order:
 
 1. claims the messages with one conditional UPDATE (`queued` -> `sending`) that exactly one
-   worker wins; a redelivered task finds them claimed and never calls the provider again;
+   worker wins; a redelivered task finds them claimed and never calls the provider again (a
+   campaign chunk's messages are written `sending` by their sender, claimed from the start);
 2. checks the rules at send time, failing with a platform code (Message.SKIP_CODES): opted-out
    contacts, free-form messages outside the 24-hour window, marketing held for the contact;
 3. waits (back to `queued` with `next_attempt_at` and a task countdown, never failed) for the
@@ -101,7 +102,7 @@ LATE_AFTER = 0.015
 # `send_started_at` is recorded with one UPDATE for each group of calls whose slots fall within
 # MARK_GROUP, MARK_LEAD ahead of the group's first slot: a worker that dies leaves unknown the
 # calls it had started and at most those due within the next MARK_LEAD + MARK_GROUP.
-MARK_GROUP = 0.02
+MARK_GROUP = 0.05
 MARK_LEAD = 0.02
 
 
@@ -171,27 +172,33 @@ def message_send(*, message_id: int) -> str:
     return messages_send(message_ids=[message_id]).get(message_id, "")
 
 
-def messages_send(*, message_ids: list[int], campaign: bool = False) -> dict[int, str]:
+def messages_send(
+    *, message_ids: list[int], campaign: bool = False, claimed: bool = False
+) -> dict[int, str]:
     """Send queued messages (a campaign chunk) at their channel's full rate.
 
     Returns each message's status after. Messages that must wait are back to `queued` with
     their task scheduled; campaign traffic keeps to its share of the rate while other sends
-    flow.
+    flow. With `claimed`, the caller wrote the messages `sending` itself and they are its own
+    already (a campaign chunk's new messages): no claim is needed.
     """
     statuses: dict[int, str] = {}
     ids = list(dict.fromkeys(message_ids))
-    claimed = _claim(ids)
-    if len(claimed) < len(ids):
+    owned = ids if claimed else _claim(ids)
+    if len(owned) < len(ids):
         statuses.update(
-            Message.objects.filter(id__in=set(ids) - set(claimed)).values_list("id", "status")
+            Message.objects.filter(id__in=set(ids) - set(owned)).values_list("id", "status")
         )
     messages = list(
-        Message.objects.select_related("channel", "contact", "conversation")
-        .filter(id__in=claimed)
+        Message.objects.select_related("contact", "conversation")
+        .filter(id__in=owned)
         .order_by("priority", "id")
     )
+    # Each channel once, not joined to every message: its credentials are decrypted once.
+    channels = Channel.objects.in_bulk({message.channel_id for message in messages})
     by_channel: dict[int, list[Message]] = {}
     for message in messages:
+        message.channel = channels[message.channel_id]
         by_channel.setdefault(message.channel_id, []).append(message)
     deadline = time.monotonic() + settings.CELERY_TASK_SOFT_TIME_LIMIT / 2
     for channel_messages in by_channel.values():

@@ -432,7 +432,7 @@ def messages_sent_record(*, sent: dict[int, str]) -> None:
     if not sent:
         return
     now = timezone.now()
-    if connection.vendor == "postgresql" and len(sent) > 1:
+    if connection.vendor == "postgresql":
         table = connection.ops.quote_name(Message._meta.db_table)
         rows = ", ".join(["(%s, %s)"] * len(sent))
         params: list[Any] = [now, now]
