@@ -284,14 +284,17 @@ class Message(TimestampedModel):
                 condition=models.Q(status="queued"),
                 name="message_queued_idx",
             ),
+            # Keyed on the id, not on send_started_at: the update that marks a call started
+            # then changes no indexed column, and PostgreSQL can keep it on its page (HOT)
+            # without writing every index again. These few rows are read whole anyway.
             models.Index(
-                fields=("send_started_at",),
+                fields=("id",),
                 condition=models.Q(status="sending"),
                 name="message_sending_idx",
             ),
             # The resend of unknown sends that no status named within the window.
             models.Index(
-                fields=("send_started_at",),
+                fields=("id",),
                 condition=models.Q(status="unknown"),
                 name="message_unknown_idx",
             ),

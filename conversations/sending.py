@@ -98,7 +98,7 @@ MAX_SLOT_WAIT = 2.0
 # A provider call that starts later than this after its slot would bunch up with the next
 # ones: it takes a new slot instead. With the pacing's headroom, no one-second window can then
 # hold more than the limit even when calls start this late.
-LATE_AFTER = 0.015
+LATE_AFTER = 0.04
 # `send_started_at` is recorded with one UPDATE for each group of calls whose slots fall within
 # MARK_GROUP, MARK_LEAD ahead of the group's first slot: a worker that dies leaves unknown the
 # calls it had started and at most those due within the next MARK_LEAD + MARK_GROUP.
