@@ -162,7 +162,9 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=0.05, help="The fake's answer delay.")
     parser.add_argument("--workers", type=int, default=2, help="Worker processes.")
     parser.add_argument("--concurrency", type=int, default=8, help="Threads per worker.")
-    parser.add_argument("--senders", type=int, default=8, help="CAMPAIGN_FANOUT_SENDERS.")
+    parser.add_argument(
+        "--senders", type=int, default=4, help="CAMPAIGN_FANOUT_SENDERS (the platform default)."
+    )
     parser.add_argument("--timeout", type=float, default=600)
     args = parser.parse_args()
 
