@@ -429,7 +429,6 @@ class RowShape:
 
     table: str
     columns: tuple[str, ...]
-    json_positions: tuple[int, ...]
     # How PostgreSQL writes each column's JSON value: "json" (its own text), "integer" (its
     # text), "to_json", or "text" (a JSON string of its text, as a decimal is written here).
     sql_kinds: tuple[str, ...]
@@ -440,9 +439,6 @@ class RowShape:
         return cls(
             table=model._meta.db_table,
             columns=tuple(f.column for f in fields),
-            json_positions=tuple(
-                i for i, f in enumerate(fields) if isinstance(f, models.JSONField)
-            ),
             sql_kinds=tuple(_sql_kind(f) for f in fields),
         )
 
@@ -475,7 +471,8 @@ class RowShape:
     def lines(self, rows: list[tuple[Any, ...]]) -> list[bytes]:
         """The lines of rows read as `expressions` (databases other than PostgreSQL)."""
         prefix = self._prefix()
-        columns, positions, fragment = self.columns, self.json_positions, orjson.Fragment
+        columns, fragment = self.columns, orjson.Fragment
+        positions = [i for i, kind in enumerate(self.sql_kinds) if kind == "json"]
         lines = []
         for row in rows:
             if positions:

@@ -11,14 +11,15 @@ the `outgoing` queue. Each sender works for a bounded time, round after round:
 3. it re-checks each contact (opted out, marketing frequency cap, marketing hold): those are
    skipped with the reason; for the others it writes one template message each, already
    claimed (`sending`), and links it to its row, in the same transaction;
-4. it hands the chunk to the send pipeline (`messages_send`), which claims each message
-   atomically, paces it and records the outcome, and counts the failures in a row.
+4. it hands the chunk to the send pipeline (`messages_send`), which paces each message and
+   records the outcome, and counts the failures in a row.
 
 Then it enqueues itself again while work remains. Nobody is messaged twice: a row is linked to
-its message when the message is written, and the pipeline's claim sends a message once. A worker
-that dies mid-chunk leaves rows pending (not taken; another sender takes them), or linked to a
-queued message (sent later, once) or to a sending one (reconciled from its status webhook, or
-sent again once if none names it: conversations.sending). Every round writes the
+its message when the message is written, and a message is claimed once (written claimed, or
+claimed by the pipeline when queued again), so sent once. A worker that dies mid-chunk leaves
+rows pending (not taken; another sender takes them), or linked to a message not yet handed to
+the provider (queued again by the sweeper, sent later, once) or to one handed over (reconciled
+from its status webhook, or sent again once if none names it: conversations.sending). Every round writes the
 campaign's heartbeat; the sweeper restarts the fan-out of running campaigns whose heartbeat has
 stopped.
 """
@@ -107,7 +108,7 @@ def campaign_chunks_send(*, campaign_id: int) -> bool:
         if message_ids:
             from conversations.sending import messages_send
 
-            # A chunk's own messages are written claimed; orphans are queued and claimed again.
+            # Orphans are queued, so they are claimed again; a chunk's own are written claimed.
             statuses = messages_send(message_ids=message_ids, campaign=True, claimed=bool(taken))
             if campaign.consecutive_failures or Status.FAILED in statuses.values():
                 _failures_count(campaign_id, message_ids)

@@ -8,6 +8,8 @@ import signal
 import subprocess
 import sys
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -57,6 +59,15 @@ def gunicorn(transactional_db, tmp_path, unused_port):
         "WEB_CONCURRENCY": "1",
         "WEB_THREADS": "2",
     }
+    with _gunicorn_running(env, log):
+        base = f"http://127.0.0.1:{unused_port}"
+        wait_for(lambda: _answers_ok(base + "/health/", timeout=2), timeout=30)
+        yield base, log
+
+
+@contextmanager
+def _gunicorn_running(env: dict[str, str], log: Path) -> Iterator[None]:
+    """deploy/gunicorn.conf.py serving the platform until the block ends, then SIGTERM."""
     with log.open("wb") as out:
         process = subprocess.Popen(
             [str(BIN / "gunicorn"), "-c", "deploy/gunicorn.conf.py", "whatsapp_platform.wsgi"],
@@ -67,17 +78,15 @@ def gunicorn(transactional_db, tmp_path, unused_port):
         )
         try:
             wait_for(lambda: b"Booting worker" in log.read_bytes(), timeout=30)
-            base = f"http://127.0.0.1:{unused_port}"
-            wait_for(lambda: _answers(base + "/health/"), timeout=30)
-            yield base, log
+            yield
         finally:
             process.send_signal(signal.SIGTERM)
             process.wait(timeout=30)
 
 
-def _answers(url: str) -> bool:
+def _answers_ok(request: str | urllib.request.Request, *, timeout: float) -> bool:
     try:
-        with urllib.request.urlopen(url, timeout=2) as response:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             return bool(response.status == 200)
     except OSError:
         return False
@@ -139,31 +148,11 @@ def test_a_recycled_web_worker_hands_its_stored_events_to_the_broker_first(
             "X-Hub-Signature-256": meta_signature(body, META_APP_SECRET),
         },
     )
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [str(BIN / "gunicorn"), "-c", "deploy/gunicorn.conf.py", "whatsapp_platform.wsgi"],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
+    with _gunicorn_running(env, log):
+        wait_for(lambda: _answers_ok(request, timeout=5), timeout=30)
+        # No sweeper runs here: only the exiting worker's own dispatch can get it processed.
+        wait_for(
+            lambda: WebhookEvent.objects.filter(state=WebhookEvent.State.PROCESSED).exists(),
+            timeout=60,
         )
-        try:
-            wait_for(lambda: b"Booting worker" in log.read_bytes(), timeout=30)
-            wait_for(lambda: _posted(request), timeout=30)
-            # No sweeper runs here: only the exiting worker's own dispatch can get it processed.
-            wait_for(
-                lambda: WebhookEvent.objects.filter(state=WebhookEvent.State.PROCESSED).exists(),
-                timeout=60,
-            )
-        finally:
-            process.send_signal(signal.SIGTERM)
-            process.wait(timeout=30)
     assert b"Autorestarting worker" in log.read_bytes()
-
-
-def _posted(request: urllib.request.Request) -> bool:
-    try:
-        with urllib.request.urlopen(request, timeout=5) as response:
-            return bool(response.status == 200)
-    except OSError:
-        return False
