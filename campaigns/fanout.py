@@ -41,6 +41,7 @@ from django.utils import timezone
 
 from campaigns import services
 from campaigns.models import Campaign, CampaignAudience, MessageTemplate
+from conversations import pacing
 from conversations.models import Conversation, Message
 from whatsapp_platform.celery import enqueue_on_commit
 from whatsapp_platform.lib.bulk import rows_insert
@@ -50,7 +51,10 @@ logger = logging.getLogger(__name__)
 Status = Message.Status
 
 # A chunk holds about one second of the channel's rate, shared by the senders, so that a pause
-# takes effect within a second or two.
+# takes effect within a second or two; and no more than one campaign run of slots
+# (pacing.campaign_run_size), so that a sender reserves its whole chunk at once. A remainder
+# left for a second run would wait behind the other senders' runs, and the senders would end
+# their chunks together, leaving the channel idle while they all take the next.
 CHUNK_MAX = 250
 # No heartbeat for this long: no sender is working on the campaign. Senders write it at most
 # every few seconds.
@@ -118,7 +122,7 @@ def campaign_chunks_send(*, campaign_id: int) -> bool:
 def chunk_size(campaign: Campaign) -> int:
     rate = int(campaign.channel.messages_per_second or CHUNK_MAX)
     senders = max(1, int(settings.CAMPAIGN_FANOUT_SENDERS))
-    return max(1, min(CHUNK_MAX, rate // senders))
+    return max(1, min(CHUNK_MAX, rate // senders, pacing.campaign_run_size(rate)))
 
 
 class _Row(NamedTuple):
