@@ -50,11 +50,11 @@ logger = logging.getLogger(__name__)
 
 Status = Message.Status
 
-# A chunk holds about one second of the channel's rate, shared by the senders, so that a pause
-# takes effect within a second or two; and no more than one campaign run of slots
-# (pacing.campaign_run_size), so that a sender reserves its whole chunk at once. A remainder
-# left for a second run would wait behind the other senders' runs, and the senders would end
-# their chunks together, leaving the channel idle while they all take the next.
+# The senders' chunks together hold at most a second of the channel's rate, so that a pause
+# takes effect within a second or two; and a chunk at most one campaign run of slots
+# (pacing.campaign_run_size), so that its sender reserves it at once. A remainder left for a
+# second run would wait behind the other senders' runs, and the senders would end their chunks
+# together, leaving the channel idle while they all take the next.
 CHUNK_MAX = 250
 # No heartbeat for this long: no sender is working on the campaign. Senders write it at most
 # every few seconds.

@@ -23,8 +23,6 @@ import json
 import os
 import re
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -34,9 +32,20 @@ import urllib.request
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
+sys.path.insert(0, str(ROOT))
+
+from tests.benchmarks.harness import (  # noqa: E402
+    Processes,
+    free_port,
+    platform_env,
+    recreate_database,
+    wait_port,
+)
+
 APP_SECRET = "bench-app-secret"
 PHONE_NUMBER_ID = "106540352242922"
 WABA_ID = "102290129340398"
@@ -159,22 +168,6 @@ def profile_run(out: Path, pid: int, run: Callable[[], dict[str, float]], durati
             print(f"    {100 * count / total:5.1f}%  {frame[:110]}")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_port(port: int, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    raise SystemExit(f"Nothing listens on port {port} after {timeout}s")
-
-
 def parse_wrk(output: str) -> dict[str, float]:
     def ms(value: str) -> float:
         number, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", value).groups()  # type: ignore[union-attr]
@@ -209,6 +202,34 @@ def status_body(wamids: list[str], status: str) -> bytes:
         "entry": [{"id": WABA_ID, "changes": [{"field": "messages", "value": value}]}],
     }
     return json.dumps(body, separators=(",", ":")).replace("/", "\\/").encode()
+
+
+def sent_messages_create(channel: Any, contact: Any, count: int, prefix: str) -> None:
+    """`count` outbound messages `sent`, whose provider ids `wamid.<prefix><n:08d>` the status
+    webhooks name; then the tables are analysed, as autovacuum would after a bulk load."""
+    from django.db import connection
+
+    from conversations.models import Message
+
+    print(f"Creating {count:,} outbound messages to receive statuses for ...", flush=True)
+    Message.objects.bulk_create(
+        (
+            Message(
+                organization=channel.organization,
+                channel=channel,
+                contact=contact,
+                direction="out",
+                provider="meta",
+                provider_message_id=f"wamid.{prefix}{n:08d}",
+                status="sent",
+                text="Your order has shipped.",
+            )
+            for n in range(count)
+        ),
+        batch_size=5000,
+    )
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE")
 
 
 def main() -> None:
@@ -247,60 +268,26 @@ def main() -> None:
     database_url = os.environ.get(
         "BENCH_DATABASE_URL", "postgres://postgres:postgres@127.0.0.1:5432/whatsapp_bench"
     )
-    env = {
-        **os.environ,
-        "DEBUG": "false",
-        "SECRET_KEY": "bench-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz-ABCDEFG",
-        "FIELD_ENCRYPTION_KEY": "jmdq1tHqF7sJ5bZ0pP3W6k3nK7fKQ4XoJxqvG2Hk0aA=",
-        "ALLOWED_HOSTS": "127.0.0.1,localhost",
-        "SECURE_SSL_REDIRECT": "false",
-        "DATABASE_URL": database_url,
-        "CELERY_BROKER_URL": "sqs://",
-        "SQS_ENDPOINT_URL": f"http://127.0.0.1:{aws_port}",
-        "SQS_QUEUE_PREFIX": f"bench{int(time.time())}-",
-        "SQS_WAIT_TIME_SECONDS": "1",
-        "SQS_POLLING_INTERVAL": "0.1",
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_REGION": "us-east-1",
-        "LOG_LEVEL": "WARNING",
-        "ARCHIVE_LOCAL_DIR": str(work / "archive"),
-    }
+    env = platform_env(
+        work=work, database_url=database_url, aws_port=aws_port, queue_prefix="bench"
+    )
     os.environ.update(env)
-    processes: list[subprocess.Popen[bytes]] = []
+    processes = Processes(work, env)
 
     def start(command: list[str], name: str) -> subprocess.Popen[bytes]:
-        log = (work / f"{name}.log").open("wb")
-        process = subprocess.Popen(
-            command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        processes.append(process)
+        process = processes.start(name, command)
         OWN_SESSIONS.add(process.pid)
         return process
 
     def stop(process: subprocess.Popen[bytes]) -> None:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
+        processes.stop(process)
         # A stopped worker's last long poll can still take a message on the server side; it
         # comes back only after the visibility timeout. Let that poll end before going on.
         time.sleep(float(env["SQS_WAIT_TIME_SECONDS"]) + 1)
 
     try:
-        import psycopg2
-
-        admin_url = database_url.rsplit("/", 1)[0] + "/postgres"
-        connection = psycopg2.connect(admin_url)
-        connection.autocommit = True
-        name = database_url.rsplit("/", 1)[1]
-        OWN_DATABASE["name"] = name
-        with connection.cursor() as cursor:
-            cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            cursor.execute(f'CREATE DATABASE "{name}"')
-        connection.close()
+        OWN_DATABASE["name"] = database_url.rsplit("/", 1)[1]
+        recreate_database(database_url)
 
         start([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(aws_port)], "moto")
         wait_port(aws_port)
@@ -313,7 +300,6 @@ def main() -> None:
         import django
 
         os.environ["DJANGO_SETTINGS_MODULE"] = "whatsapp_platform.settings"
-        sys.path.insert(0, str(ROOT))
         django.setup()
         from conversations.models import Contact, Message
         from tests.factories import ChannelFactory
@@ -328,27 +314,7 @@ def main() -> None:
         total = per_run * args.rounds + args.drain_events + 2000 + 50 * args.batch_posts
         if args.http_only:
             total = 0  # nothing is processed: the statuses need no messages
-        print(f"Creating {total:,} outbound messages to receive statuses for ...", flush=True)
-        Message.objects.bulk_create(
-            (
-                Message(
-                    organization=channel.organization,
-                    channel=channel,
-                    contact=contact,
-                    direction="out",
-                    provider="meta",
-                    provider_message_id=f"wamid.BENCH{n:08d}",
-                    status="sent",
-                    text="Your order has shipped.",
-                )
-                for n in range(total)
-            ),
-            batch_size=5000,
-        )
-        from django.db import connection as db
-
-        with db.cursor() as cursor:
-            cursor.execute("ANALYZE")  # as autovacuum would after a bulk load
+        sent_messages_create(channel, contact, total, "BENCH")
 
         gunicorn = start(
             [
@@ -540,8 +506,7 @@ def main() -> None:
             f"processed_per_s={processed_per_s:.0f} statuses_per_s={statuses_per_s:.0f}"
         )
     finally:
-        for process in reversed(processes):
-            stop(process)
+        processes.stop_all()
         from django.db import connections
 
         connections.close_all()

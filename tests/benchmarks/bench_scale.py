@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -32,8 +31,14 @@ from tests.benchmarks.bench_ingest import (  # noqa: E402
     APP_SECRET,
     PHONE_NUMBER_ID,
     WABA_ID,
-    free_port,
+    sent_messages_create,
     status_body,
+)
+from tests.benchmarks.harness import (  # noqa: E402
+    Processes,
+    free_port,
+    platform_env,
+    recreate_database,
     wait_port,
 )
 
@@ -91,18 +96,6 @@ def cpu_split(parts: dict[str, float], seconds: float) -> str:
     return ", ".join(f"{part} {100 * used / seconds:.0f}%" for part, used in ordered)
 
 
-def recreate_database(database_url: str) -> None:
-    import psycopg2
-
-    connection = psycopg2.connect(database_url.rsplit("/", 1)[0] + "/postgres")
-    connection.autocommit = True
-    name = database_url.rsplit("/", 1)[1]
-    with connection.cursor() as cursor:
-        cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        cursor.execute(f'CREATE DATABASE "{name}"')
-    connection.close()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -115,47 +108,17 @@ def main() -> None:
     database_url = os.environ.get(
         "BENCH_DATABASE_URL", "postgres://postgres:postgres@127.0.0.1:5432/whatsapp_bench_scale"
     )
-    env = {
-        **os.environ,
-        "DEBUG": "false",
-        "SECRET_KEY": "bench-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz-ABCDEFG",
-        "FIELD_ENCRYPTION_KEY": "jmdq1tHqF7sJ5bZ0pP3W6k3nK7fKQ4XoJxqvG2Hk0aA=",
-        "ALLOWED_HOSTS": "127.0.0.1,localhost",
-        "DATABASE_URL": database_url,
-        "CELERY_BROKER_URL": "sqs://",
-        "SQS_ENDPOINT_URL": f"http://127.0.0.1:{aws_port}",
-        "SQS_QUEUE_PREFIX": f"scale{int(time.time())}-",
-        "SQS_WAIT_TIME_SECONDS": "1",
-        "SQS_POLLING_INTERVAL": "0.1",
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_REGION": "us-east-1",
-        "LOG_LEVEL": "WARNING",
-        "ARCHIVE_LOCAL_DIR": str(work / "archive"),
-    }
+    env = platform_env(
+        work=work, database_url=database_url, aws_port=aws_port, queue_prefix="scale"
+    )
     os.environ.update(env)
-    processes: list[subprocess.Popen[bytes]] = []
-
-    def start(command: list[str], name: str) -> subprocess.Popen[bytes]:
-        log = (work / f"{name}.log").open("wb")
-        process = subprocess.Popen(
-            command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        processes.append(process)
-        return process
-
-    def stop(process: subprocess.Popen[bytes]) -> None:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+    processes = Processes(work, env)
 
     try:
         recreate_database(database_url)
-        moto = start([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(aws_port)], "moto")
+        moto = processes.start(
+            "moto", [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(aws_port)]
+        )
         database = database_url.rsplit("/", 1)[1]
         wait_port(aws_port)
         manage = [sys.executable, "manage.py"]
@@ -168,10 +131,9 @@ def main() -> None:
 
         os.environ["DJANGO_SETTINGS_MODULE"] = "whatsapp_platform.settings"
         django.setup()
-        from django.db import connection
         from django.db.models import Max
 
-        from conversations.models import Contact, Message
+        from conversations.models import Contact
         from tests.factories import ChannelFactory
         from webhooks.dispatch import dispatcher
         from webhooks.models import WebhookEvent
@@ -183,25 +145,7 @@ def main() -> None:
         )
         contact = Contact.objects.create(organization=channel.organization, wa_id="16315551181")
         total = args.events * len(WORKER_COUNTS)
-        print(f"Creating {total:,} outbound messages to receive statuses for ...", flush=True)
-        Message.objects.bulk_create(
-            (
-                Message(
-                    organization=channel.organization,
-                    channel=channel,
-                    contact=contact,
-                    direction="out",
-                    provider="meta",
-                    provider_message_id=f"wamid.SCALE{n:08d}",
-                    status="sent",
-                    text="Your order has shipped.",
-                )
-                for n in range(total)
-            ),
-            batch_size=5000,
-        )
-        with connection.cursor() as cursor:
-            cursor.execute("ANALYZE")  # as autovacuum would after a bulk load
+        sent_messages_create(channel, contact, total, "SCALE")
 
         rates: dict[int, float] = {}
         for round_, workers in enumerate(WORKER_COUNTS):
@@ -226,19 +170,19 @@ def main() -> None:
             started = []
             for index in range(workers):
                 name = f"w{workers}-{index}"
-                start(
+                processes.start(
+                    name,
                     [
                         str(BIN / "celery"), "-A", "whatsapp_platform", "worker", "-Q", "incoming",
                         "--pool", "solo", f"--hostname={name}@%h", "--loglevel", "INFO",
                     ],
-                    name,
                 )  # fmt: skip
-                started.append(work / f"{name}.log")
-            while not all(b" ready." in log.read_bytes() for log in started):
+                started.append(name)
+            while not all(b" ready." in (work / f"{name}.log").read_bytes() for name in started):
                 time.sleep(0.02)
             all_ready = datetime.now().astimezone()
             ready_at = time.monotonic()
-            pids = {p.pid for p in processes[-workers:]}
+            pids = {processes.running[name].pid for name in started}
             before, busy_before = process_cpu(database, pids, moto.pid), machine_busy()
             while backlog.filter(state="queued").exists():
                 time.sleep(0.1)
@@ -246,9 +190,8 @@ def main() -> None:
             used = cpu_used(before, process_cpu(database, pids, moto.pid))
             busy_after = machine_busy()
             machine = (busy_after[0] - busy_before[0]) / (busy_after[1] - busy_before[1])
-            for process in processes[-workers:]:
-                stop(process)
-            del processes[-workers:]
+            for name in started:
+                processes.stop(processes.running.pop(name))
 
             assert not backlog.filter(state="failed").exists(), "some events failed"
             in_window = backlog.filter(processed_at__gte=all_ready)
@@ -289,8 +232,7 @@ def main() -> None:
             f"scaling_2={scaling_2:.2f} scaling_4={scaling_4:.2f}"
         )
     finally:
-        for process in reversed(processes):
-            stop(process)
+        processes.stop_all()
         from django.db import connections
 
         connections.close_all()

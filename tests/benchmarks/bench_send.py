@@ -21,8 +21,6 @@ import bisect
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,24 +35,17 @@ from aiohttp import web
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 sys.path.insert(0, str(ROOT))
+
+from tests.benchmarks.harness import (  # noqa: E402
+    Processes,
+    free_port,
+    platform_env,
+    recreate_database,
+    wait_port,
+)
+
 ACCESS_TOKEN = "EAAG-bench-access-token"
 PHONE_NUMBER_ID = "106540352242922"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_port(port: int, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    raise SystemExit(f"Nothing listens on port {port} after {timeout}s")
 
 
 def cpu_seconds(bench_pid: int) -> dict[int, tuple[str, float]]:
@@ -175,61 +166,21 @@ def main() -> None:
     database_url = os.environ.get(
         "BENCH_DATABASE_URL", "postgres://postgres:postgres@127.0.0.1:5432/whatsapp_bench_send"
     )
-    env = {
-        **os.environ,
-        "DEBUG": "false",
-        "SECRET_KEY": "bench-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz-ABCDEFG",
-        "FIELD_ENCRYPTION_KEY": "jmdq1tHqF7sJ5bZ0pP3W6k3nK7fKQ4XoJxqvG2Hk0aA=",
-        "ALLOWED_HOSTS": "127.0.0.1,localhost",
-        "SECURE_SSL_REDIRECT": "false",
-        "PUBLIC_BASE_URL": "https://platform.example.test",
-        "DATABASE_URL": database_url,
-        "CELERY_BROKER_URL": "sqs://",
-        "SQS_ENDPOINT_URL": f"http://127.0.0.1:{aws_port}",
-        "SQS_QUEUE_PREFIX": f"benchsend{int(time.time())}-",
-        "SQS_WAIT_TIME_SECONDS": "1",
-        "SQS_POLLING_INTERVAL": "0.1",
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_REGION": "us-east-1",
-        "LOG_LEVEL": "WARNING",
-        "ARCHIVE_LOCAL_DIR": str(work / "archive"),
-        "META_GRAPH_API_BASE_URL": fake_url,
-        "CAMPAIGN_FANOUT_SENDERS": str(args.senders),
-    }
+    env = platform_env(
+        work=work,
+        database_url=database_url,
+        aws_port=aws_port,
+        queue_prefix="benchsend",
+        PUBLIC_BASE_URL="https://platform.example.test",
+        META_GRAPH_API_BASE_URL=fake_url,
+        CAMPAIGN_FANOUT_SENDERS=str(args.senders),
+    )
     os.environ.update(env)
-    processes: list[subprocess.Popen[bytes]] = []
-
-    def start(command: list[str], name: str) -> subprocess.Popen[bytes]:
-        log = (work / f"{name}.log").open("wb")
-        process = subprocess.Popen(
-            command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        processes.append(process)
-        return process
-
-    def stop(process: subprocess.Popen[bytes]) -> None:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+    processes = Processes(work, env)
 
     try:
-        import psycopg2
-
-        admin_url = database_url.rsplit("/", 1)[0] + "/postgres"
-        connection = psycopg2.connect(admin_url)
-        connection.autocommit = True
-        name = database_url.rsplit("/", 1)[1]
-        with connection.cursor() as cursor:
-            cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            cursor.execute(f'CREATE DATABASE "{name}"')
-        connection.close()
-
-        start([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(aws_port)], "moto")
+        recreate_database(database_url)
+        processes.start("moto", [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(aws_port)])
         wait_port(aws_port)
         manage = [sys.executable, "manage.py"]
         subprocess.run([*manage, "migrate", "-v0"], cwd=ROOT, env=env, check=True)
@@ -294,7 +245,7 @@ def main() -> None:
             "--pool", "threads", "--concurrency", str(args.concurrency), "--loglevel", "INFO",
         ]  # fmt: skip
         for n in range(args.workers):
-            start(worker_command, f"worker-{n}")
+            processes.start(f"worker-{n}", worker_command)
         for n in range(args.workers):
             log = work / f"worker-{n}.log"
             while b" ready." not in log.read_bytes():
@@ -353,8 +304,7 @@ def main() -> None:
             f"duplicates={duplicates} missed={missed}"
         )
     finally:
-        for process in reversed(processes):
-            stop(process)
+        processes.stop_all()
         fake.stop()
         from django.db import connections
 

@@ -49,7 +49,13 @@ ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 sys.path.insert(0, str(ROOT))
 
-from tests.benchmarks.bench_send import free_port, wait_port  # noqa: E402
+from tests.benchmarks.harness import (  # noqa: E402
+    Processes,
+    free_port,
+    platform_env,
+    recreate_database,
+    wait_port,
+)
 from webhooks.signature import meta_signature  # noqa: E402
 
 ACCESS_TOKEN = "EAAG-chaos-access-token"
@@ -229,18 +235,6 @@ class WebhookSender:
         threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True).start()
 
 
-def recreate_database(database_url: str) -> None:
-    import psycopg2
-
-    connection = psycopg2.connect(database_url.rsplit("/", 1)[0] + "/postgres")
-    connection.autocommit = True
-    name = database_url.rsplit("/", 1)[1]
-    with connection.cursor() as cursor:
-        cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        cursor.execute(f'CREATE DATABASE "{name}"')
-    connection.close()
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -267,72 +261,37 @@ def main() -> int:
     database_url = os.environ.get(
         "CHAOS_DATABASE_URL", "postgres://postgres:postgres@127.0.0.1:5432/whatsapp_chaos"
     )
-    env = {
-        **os.environ,
-        "DEBUG": "false",
-        "SECRET_KEY": "chaos-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz-ABCDEFG",
-        "FIELD_ENCRYPTION_KEY": "jmdq1tHqF7sJ5bZ0pP3W6k3nK7fKQ4XoJxqvG2Hk0aA=",
-        "ALLOWED_HOSTS": "127.0.0.1,localhost",
-        "SECURE_SSL_REDIRECT": "false",
-        "PUBLIC_BASE_URL": f"http://127.0.0.1:{web_port}",
-        "DATABASE_URL": database_url,
-        "CELERY_BROKER_URL": "sqs://",
-        "SQS_ENDPOINT_URL": f"http://127.0.0.1:{sqs_port}",
-        "SQS_QUEUE_PREFIX": f"chaos{int(time.time())}-",
-        "SQS_WAIT_TIME_SECONDS": "1",
-        "SQS_POLLING_INTERVAL": "0.1",
+    env = platform_env(
+        work=work,
+        database_url=database_url,
+        aws_port=sqs_port,
+        queue_prefix="chaos",
+        PUBLIC_BASE_URL=f"http://127.0.0.1:{web_port}",
         # A killed worker's unacknowledged tasks come back after this long.
-        "SQS_VISIBILITY_TIMEOUT": "60",
-        "SQS_MAX_RECEIVE_COUNT": "20",
-        "CELERY_TASK_SOFT_TIME_LIMIT": "40",
-        "CELERY_TASK_TIME_LIMIT": "50",
-        "MESSAGE_SEND_LEASE_SECONDS": "60",
+        SQS_VISIBILITY_TIMEOUT="60",
+        SQS_MAX_RECEIVE_COUNT="20",
+        CELERY_TASK_SOFT_TIME_LIMIT="40",
+        CELERY_TASK_TIME_LIMIT="50",
+        MESSAGE_SEND_LEASE_SECONDS="60",
         # The fake reports every accepted send within about 2 s; minutes in production.
-        "SEND_UNKNOWN_RESEND_AFTER_SECONDS": "20",
-        "MESSAGE_REQUEUE_AFTER_SECONDS": "10",
-        "WEBHOOK_REQUEUE_AFTER_SECONDS": "20",
-        "SWEEP_INTERVAL_SECONDS": "5",
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_REGION": "us-east-1",
-        "LOG_LEVEL": "WARNING",
-        "LOG_FORMAT": "plain",
-        "ARCHIVE_LOCAL_DIR": str(work / "archive"),
-        "PROMETHEUS_MULTIPROC_DIR": str(work / "prometheus"),
-        "META_GRAPH_API_BASE_URL": fake_url,
-        "BIND": f"127.0.0.1:{web_port}",
-        "WEB_CONCURRENCY": "2",
-        "WEB_ACCESS_LOG": str(work / "access.log"),
-    }
+        SEND_UNKNOWN_RESEND_AFTER_SECONDS="20",
+        MESSAGE_REQUEUE_AFTER_SECONDS="10",
+        WEBHOOK_REQUEUE_AFTER_SECONDS="20",
+        SWEEP_INTERVAL_SECONDS="5",
+        LOG_FORMAT="plain",
+        PROMETHEUS_MULTIPROC_DIR=str(work / "prometheus"),
+        META_GRAPH_API_BASE_URL=fake_url,
+        BIND=f"127.0.0.1:{web_port}",
+        WEB_CONCURRENCY="2",
+        WEB_ACCESS_LOG=str(work / "access.log"),
+    )
     os.environ.update(env)
-    processes: dict[str, subprocess.Popen[bytes]] = {}
-
-    def start(name: str, command: list[str], **extra: str) -> subprocess.Popen[bytes]:
-        log = (work / f"{name}.log").open("ab")
-        process = subprocess.Popen(
-            command,
-            cwd=ROOT,
-            env={**env, **extra},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        processes[name] = process
-        return process
-
-    def stop(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
-        if process.poll() is None:
-            os.killpg(process.pid, sig)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+    processes = Processes(work, env)
 
     manage = [sys.executable, "manage.py"]
 
     def start_sqs() -> None:
-        start("moto", [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(sqs_port)])
+        processes.start("moto", [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(sqs_port)])
         wait_port(sqs_port)
         subprocess.run(
             [*manage, "setup_queues"], cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL
@@ -341,7 +300,7 @@ def main() -> int:
     def start_worker(n: int) -> None:
         log = work / f"worker-{n}.log"
         offset = log.stat().st_size if log.exists() else 0
-        start(
+        processes.start(
             f"worker-{n}",
             [
                 str(BIN / "celery"), "-A", "whatsapp_platform", "worker",
@@ -368,7 +327,7 @@ def main() -> int:
             time.sleep(1)
             with supervisor_lock:
                 for name in sorted(supervised):
-                    if processes[name].poll() is not None:
+                    if processes.running[name].poll() is not None:
                         say(f"{name} exited on its own; started again")
                         restarts[name] += 1
                         start_worker(int(name.rsplit("-", 1)[1]))
@@ -473,8 +432,8 @@ def main() -> int:
         services.campaign_approve(campaign_id=campaign.id, user=approver)
         db.close()
 
-        start("web", [str(BIN / "gunicorn"), "-c", "deploy/gunicorn.conf.py", "whatsapp_platform.wsgi"])  # fmt: skip
-        start("beat", [
+        processes.start("web", [str(BIN / "gunicorn"), "-c", "deploy/gunicorn.conf.py", "whatsapp_platform.wsgi"])  # fmt: skip
+        processes.start("beat", [
             str(BIN / "celery"), "-A", "whatsapp_platform", "beat", "--loglevel", "INFO",
             "--max-interval", "1", "-s", str(work / "beat-schedule"),
         ])  # fmt: skip
@@ -507,13 +466,13 @@ def main() -> int:
                 wait_until(kill_at)
                 with supervisor_lock:
                     say(f"SIGKILL worker-0 ({progress()})")
-                    stop(processes["worker-0"], signal.SIGKILL)
+                    processes.stop(processes.running["worker-0"], signal.SIGKILL)
                     start_worker(0)
                     say("worker-0 restarted")
             if outage_at is not None:
                 wait_until(outage_at)
                 say(f"SQS down for 10 s: moto killed, its queues lost ({progress()})")
-                stop(processes["moto"], signal.SIGKILL)
+                processes.stop(processes.running["moto"], signal.SIGKILL)
                 time.sleep(10)
                 start_sqs()
                 say("SQS back, queues recreated empty")
@@ -637,8 +596,7 @@ def main() -> int:
         return 1 if (lost or doubled_count or unprocessed or double_sent or missed) else 0
     finally:
         supervised.clear()
-        for process in reversed(list(processes.values())):
-            stop(process)
+        processes.stop_all()
         from django.db import connections
 
         connections.close_all()
