@@ -96,9 +96,10 @@ MARKETING_STOPPED_HOLD = timedelta(days=3650)
 # A send waits inside its task for at most this long for a slot; further away, it is put back.
 MAX_SLOT_WAIT = 2.0
 # A provider call that starts later than this after its slot would bunch up with the next
-# ones: it takes a new slot instead. With the pacing's headroom, no one-second window can then
-# hold more than the limit even when calls start this late.
-LATE_AFTER = 0.04
+# ones: it takes a new slot instead. With the pacing's headroom, a one-second window then holds
+# at most 95 % x 1.03 of the limit even when calls start this late, which leaves the rest for
+# the network's jitter on the way to the provider.
+LATE_AFTER = 0.03
 # `send_started_at` is recorded with one UPDATE for each group of calls whose slots fall within
 # MARK_GROUP, MARK_LEAD ahead of the group's first slot: a worker that dies leaves unknown the
 # calls it had started and at most those due within the next MARK_LEAD + MARK_GROUP.
