@@ -72,6 +72,7 @@ from whatsapp_platform.lib.providers.errors import (
     ProviderCredentialError,
     ProviderError,
     ProviderRetryableError,
+    SendSlotMissed,
 )
 from whatsapp_platform.models import Channel
 from whatsapp_platform.monitoring import metrics as send_metrics
@@ -719,7 +720,9 @@ def _call(
     if time.monotonic() - slot_at > LATE_AFTER:
         return message, _LATE
     try:
-        return message, backend.send(channel, _outbound(message))
+        return message, backend.send(channel, _outbound(message), not_after=slot_at + LATE_AFTER)
+    except SendSlotMissed:
+        return message, _LATE
     except Exception as exc:
         return message, exc
 

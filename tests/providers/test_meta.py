@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -17,6 +18,7 @@ from whatsapp_platform.lib.providers.errors import (
     ProviderOutcomeUnknownError,
     ProviderPermanentError,
     ProviderRetryableError,
+    SendSlotMissed,
 )
 from whatsapp_platform.models import Channel
 
@@ -411,6 +413,24 @@ def test_a_send_answered_too_late_has_an_unknown_outcome_not_a_retry_graph_api(
             send(meta_channel, "text", {"body": "Hi"})
     finally:
         provider_api.send_latency = 0.0
+
+
+def test_a_send_past_its_deadline_sends_nothing_and_the_next_one_goes_out(
+    provider_api, meta_channel
+) -> None:
+    backend = backend_for(meta_channel)
+    message = OutboundMessage(message_id=7, to=TO, type="text", content={"body": "Hi"})
+    backend.send(meta_channel, message)  # a kept-alive connection, as in a campaign
+
+    # A paced call that reached the socket after its slot's deadline never starts: it takes
+    # a new slot instead of bunching up with the calls after it.
+    with pytest.raises(SendSlotMissed):
+        backend.send(meta_channel, message, not_after=time.monotonic() - 0.001)
+    assert len(provider_api.sends()) == 1
+
+    result = backend.send(meta_channel, message, not_after=time.monotonic() + 10)
+    assert result.provider_message_id.startswith("wamid.")
+    assert len(provider_api.sends()) == 2
 
 
 def test_an_unreachable_graph_api_is_a_retryable_error(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -19,6 +20,7 @@ from whatsapp_platform.lib.providers.errors import (
     ProviderOutcomeUnknownError,
     ProviderPermanentError,
     ProviderRetryableError,
+    SendSlotMissed,
 )
 from whatsapp_platform.models import Channel
 
@@ -253,6 +255,17 @@ def test_a_send_answered_too_late_has_an_unknown_outcome_not_a_retry_twilio(
             send(twilio_channel, "text", {"body": "Hi"})
     finally:
         provider_api.send_latency = 0.0
+
+
+def test_a_send_past_its_deadline_sends_nothing_twilio(provider_api, twilio_channel) -> None:
+    message = OutboundMessage(message_id=77, to=TO, type="text", content={"body": "Hi"})
+
+    with pytest.raises(SendSlotMissed):
+        backend_for(twilio_channel).send(
+            twilio_channel, message, not_after=time.monotonic() - 0.001
+        )
+
+    assert provider_api.sends() == []
 
 
 def test_an_unreachable_twilio_is_a_retryable_error(provider_api, twilio_channel, settings):

@@ -43,7 +43,12 @@ class SendResult:
 
 
 class Backend(Protocol):
-    def send(self, channel: Channel, message: OutboundMessage) -> SendResult: ...
+    def send(
+        self, channel: Channel, message: OutboundMessage, *, not_after: float | None = None
+    ) -> SendResult:
+        """Send one message. With `not_after` (a `time.monotonic()` moment), a send that has
+        not begun by then raises SendSlotMissed, having sent nothing."""
+        ...
 
 
 def backend_for(channel: Channel) -> Backend:

@@ -24,7 +24,10 @@ _lock = threading.Lock()
 
 
 class ConsoleBackend:
-    def send(self, channel: Channel, message: OutboundMessage) -> SendResult:
+    def send(
+        self, channel: Channel, message: OutboundMessage, *, not_after: float | None = None
+    ) -> SendResult:
+        # Nothing leaves the machine: there is no provider pacing to keep.
         provider_message_id = f"console.{uuid.uuid4().hex}"
         record = {
             "id": provider_message_id,

@@ -55,6 +55,11 @@ class ProviderOutcomeUnknownError(Exception):
     status webhooks instead of retrying."""
 
 
+class SendSlotMissed(Exception):
+    """The send's deadline passed before its first byte left: nothing reached the provider, so
+    it is safe to make later (it takes a new pacing slot). Not a ProviderError."""
+
+
 def _never_connected(exc: requests.RequestException) -> bool:
     if isinstance(exc, requests.ConnectTimeout):
         return True

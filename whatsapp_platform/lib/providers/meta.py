@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +29,7 @@ from whatsapp_platform.lib.providers.errors import (
     ProviderError,
     ProviderPermanentError,
     ProviderRetryableError,
+    SendSlotMissed,
     redact_numbers,
     retry_after_header,
     send_transport_error,
@@ -97,6 +99,45 @@ def session() -> requests.Session:
         return _session[1]
 
 
+# The deadline of the send this thread is making (send_call's `not_after`), until its first byte.
+_first_byte = threading.local()
+
+
+def _refuse_if_late(connection: urllib3.connection.HTTPConnection) -> None:
+    """Before the first bytes of a send leave: past its deadline, SendSlotMissed. A new
+    connection's handshake comes first, so only the request itself is timed; once those bytes
+    are out, nothing can stop it. Checked here, at the socket, a call that waited for a core or
+    for the GIL on its way does not start later than its pacing allows."""
+    not_after = getattr(_first_byte, "not_after", None)
+    if not_after is None:
+        return
+    _first_byte.not_after = None
+    if connection.sock is None:
+        connection.connect()
+    if time.monotonic() > not_after:
+        raise SendSlotMissed("The send's slot passed before its first byte left.")
+
+
+class _PacedHTTPConnection(urllib3.connection.HTTPConnection):
+    def send(self, data: Any) -> None:
+        _refuse_if_late(self)
+        super().send(data)
+
+
+class _PacedHTTPSConnection(urllib3.connection.HTTPSConnection):
+    def send(self, data: Any) -> None:
+        _refuse_if_late(self)
+        super().send(data)
+
+
+class _PacedHTTPConnectionPool(urllib3.HTTPConnectionPool):
+    ConnectionCls = _PacedHTTPConnection
+
+
+class _PacedHTTPSConnectionPool(urllib3.HTTPSConnectionPool):
+    ConnectionCls = _PacedHTTPSConnection
+
+
 def send_pool() -> urllib3.PoolManager:
     """This process's connections for sends: as many kept alive as it makes calls at once
     (MESSAGE_SEND_CONCURRENCY), so none is thrown away. A forked worker builds its own.
@@ -121,6 +162,10 @@ def send_pool() -> urllib3.PoolManager:
             pool = (
                 urllib3.ProxyManager(proxy, **options) if proxy else urllib3.PoolManager(**options)
             )
+            pool.pool_classes_by_scheme = {
+                "http": _PacedHTTPConnectionPool,
+                "https": _PacedHTTPSConnectionPool,
+            }
             _send_pool = (os.getpid(), pool)
         return _send_pool[1]
 
@@ -206,14 +251,19 @@ def call(
     return body
 
 
-def send_call(url: str, access_token: str, payload: dict[str, Any]) -> dict[str, Any]:
-    """One send: `POST` the payload; the JSON answer, or a classified error."""
+def send_call(
+    url: str, access_token: str, payload: dict[str, Any], *, not_after: float | None = None
+) -> dict[str, Any]:
+    """One send: `POST` the payload; the JSON answer, or a classified error. Past `not_after`
+    (`time.monotonic()`) before its first byte left, SendSlotMissed and nothing was sent."""
     what = "Send"
+    request = orjson.dumps(payload)
+    _first_byte.not_after = not_after
     try:
         response = send_pool().request(
             "POST",
             url,
-            body=orjson.dumps(payload),
+            body=request,
             headers={**auth_headers(access_token), "Content-Type": "application/json"},
             timeout=urllib3.Timeout(
                 connect=settings.PROVIDER_CONNECT_TIMEOUT, read=settings.PROVIDER_READ_TIMEOUT
@@ -221,6 +271,8 @@ def send_call(url: str, access_token: str, payload: dict[str, Any]) -> dict[str,
         )
     except urllib3.exceptions.HTTPError as exc:
         raise send_transport_error(exc, what) from exc
+    finally:
+        _first_byte.not_after = None
     try:
         body = orjson.loads(response.data)
     except orjson.JSONDecodeError:
@@ -330,11 +382,14 @@ def message_payload(message: OutboundMessage) -> dict[str, Any]:
 
 
 class MetaBackend:
-    def send(self, channel: Channel, message: OutboundMessage) -> SendResult:
+    def send(
+        self, channel: Channel, message: OutboundMessage, *, not_after: float | None = None
+    ) -> SendResult:
         body = send_call(
             graph_url(f"{channel.phone_number_id}/messages"),
             channel.access_token,
             message_payload(message),
+            not_after=not_after,
         )
         try:
             provider_message_id = str(body["messages"][0]["id"])

@@ -12,6 +12,7 @@ import functools
 import json
 import os
 import re
+import time
 from collections.abc import Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -30,6 +31,7 @@ from whatsapp_platform.lib.providers.errors import (
     ProviderError,
     ProviderPermanentError,
     ProviderRetryableError,
+    SendSlotMissed,
     redact_numbers,
     transport_error,
 )
@@ -194,8 +196,13 @@ def message_params(channel: Channel, message: OutboundMessage) -> dict[str, Any]
 
 
 class TwilioBackend:
-    def send(self, channel: Channel, message: OutboundMessage) -> SendResult:
+    def send(
+        self, channel: Channel, message: OutboundMessage, *, not_after: float | None = None
+    ) -> SendResult:
         params = message_params(channel, message)
+        # The twilio library has no hook at its first byte: the deadline is checked just before.
+        if not_after is not None and time.monotonic() > not_after:
+            raise SendSlotMissed("The send's slot passed before it began.")
         try:
             created = client_for(channel.account_sid, channel.auth_token).messages.create(**params)
         except TwilioException as exc:
