@@ -717,8 +717,6 @@ def _call(
     pause = slot_at - time.monotonic()
     if pause > 0:
         time.sleep(pause)
-    if time.monotonic() - slot_at > LATE_AFTER:
-        return message, _LATE
     try:
         return message, backend.send(channel, _outbound(message), not_after=slot_at + LATE_AFTER)
     except SendSlotMissed:

@@ -35,7 +35,6 @@ import time
 import urllib.request
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +121,7 @@ class _GraphServer:
         self.received: list[tuple[float, str]] = []
         self.selector = selectors.DefaultSelector()
         self.answers: list[tuple[float, int, _Connection, bytes]] = []  # a heap by due time
+        self.order = itertools.count()  # breaks ties between answers due at the same time
         self.listener = socket.socket()
         self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.listener.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)  # inherited by accept
@@ -131,14 +131,13 @@ class _GraphServer:
         self.selector.register(self.listener, selectors.EVENT_READ)
 
     def serve_forever(self) -> None:
-        sequence = itertools.count()
         while True:
             timeout = max(0.0, self.answers[0][0] - time.time()) if self.answers else None
             for key, events in self.selector.select(timeout):
                 if key.fileobj is self.listener:
                     self._accept()
                 elif events & selectors.EVENT_READ:
-                    self._read(key.data, sequence)
+                    self._read(key.data)
                 if events & selectors.EVENT_WRITE:
                     self._flush(key.data)
             while self.answers and self.answers[0][0] <= time.time():
@@ -160,7 +159,7 @@ class _GraphServer:
         self.selector.unregister(connection.sock)
         connection.sock.close()
 
-    def _read(self, connection: _Connection, sequence: Iterator[int]) -> None:
+    def _read(self, connection: _Connection) -> None:
         try:
             data, ancillary, _, _ = connection.sock.recvmsg(65536, socket.CMSG_SPACE(16))
         except (BlockingIOError, InterruptedError):
@@ -197,7 +196,7 @@ class _GraphServer:
                 f"Content-Length: {len(payload)}\r\n\r\n"
             ).encode() + payload
             due = connection.arrived_at + self.latency if path.endswith("/messages") else 0.0
-            heapq.heappush(self.answers, (due, next(sequence), connection, response))
+            heapq.heappush(self.answers, (due, next(self.order), connection, response))
             connection.arrived_at = time.time()
 
     def _answer(

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from django.conf import settings
 
 from whatsapp_platform.lib.providers.base import OutboundMessage, SendResult
+from whatsapp_platform.lib.providers.errors import refuse_if_past
 
 if TYPE_CHECKING:
     from whatsapp_platform.models import Channel
@@ -27,7 +28,7 @@ class ConsoleBackend:
     def send(
         self, channel: Channel, message: OutboundMessage, *, not_after: float | None = None
     ) -> SendResult:
-        # Nothing leaves the machine: there is no provider pacing to keep.
+        refuse_if_past(not_after)
         provider_message_id = f"console.{uuid.uuid4().hex}"
         record = {
             "id": provider_message_id,

@@ -7,6 +7,7 @@ credential failures also flag the channel in the admin.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Mapping
 
 import requests
@@ -58,6 +59,12 @@ class ProviderOutcomeUnknownError(Exception):
 class SendSlotMissed(Exception):
     """The send's deadline passed before its first byte left: nothing reached the provider, so
     it is safe to make later (it takes a new pacing slot). Not a ProviderError."""
+
+
+def refuse_if_past(not_after: float | None) -> None:
+    """SendSlotMissed when a send's deadline (a `time.monotonic()` moment) has passed."""
+    if not_after is not None and time.monotonic() > not_after:
+        raise SendSlotMissed("The send's slot passed before it began.")
 
 
 def _never_connected(exc: requests.RequestException) -> bool:

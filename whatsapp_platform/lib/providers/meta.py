@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -29,8 +28,8 @@ from whatsapp_platform.lib.providers.errors import (
     ProviderError,
     ProviderPermanentError,
     ProviderRetryableError,
-    SendSlotMissed,
     redact_numbers,
+    refuse_if_past,
     retry_after_header,
     send_transport_error,
     transport_error,
@@ -114,8 +113,7 @@ def _refuse_if_late(connection: urllib3.connection.HTTPConnection) -> None:
     _first_byte.not_after = None
     if connection.sock is None:
         connection.connect()
-    if time.monotonic() > not_after:
-        raise SendSlotMissed("The send's slot passed before its first byte left.")
+    refuse_if_past(not_after)
 
 
 class _PacedHTTPConnection(urllib3.connection.HTTPConnection):

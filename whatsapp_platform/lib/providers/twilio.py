@@ -12,7 +12,6 @@ import functools
 import json
 import os
 import re
-import time
 from collections.abc import Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -31,8 +30,8 @@ from whatsapp_platform.lib.providers.errors import (
     ProviderError,
     ProviderPermanentError,
     ProviderRetryableError,
-    SendSlotMissed,
     redact_numbers,
+    refuse_if_past,
     transport_error,
 )
 
@@ -201,8 +200,7 @@ class TwilioBackend:
     ) -> SendResult:
         params = message_params(channel, message)
         # The twilio library has no hook at its first byte: the deadline is checked just before.
-        if not_after is not None and time.monotonic() > not_after:
-            raise SendSlotMissed("The send's slot passed before it began.")
+        refuse_if_past(not_after)
         try:
             created = client_for(channel.account_sid, channel.auth_token).messages.create(**params)
         except TwilioException as exc:
